@@ -1,0 +1,85 @@
+"""Search an encoded corpus in any M3 mode: dense, sparse, colbert, dense+sparse, all.
+
+- ``dense``: faiss top-k.  ``sparse``: inverted-index top-k.
+- ``colbert``: the dense top-``candidates`` re-ranked by ColBERT alone (the paper's "Multi-vec").
+- ``dense+sparse``: the union of dense and sparse top-``candidates`` re-scored with (w_dense, w_sparse, 0).
+- ``all``: the same union re-scored with all three weights.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from m3core.retrieval.colbert import DEFAULT_CANDIDATES, colbert_rerank
+from m3core.retrieval.corpus import Embeddings
+from m3core.retrieval.dense import DenseIndex, DenseIndexConfig
+from m3core.retrieval.hybrid import Weights, hybrid_rescore, resolve_weights, union_candidates
+from m3core.retrieval.sparse import SparseIndex
+
+log = logging.getLogger(__name__)
+
+MODES = ("dense", "sparse", "colbert", "dense+sparse", "all")
+# The embeddings each mode needs, on both the query and the corpus side.
+MODE_OUTPUTS: dict[str, tuple[str, ...]] = {
+    "dense": ("dense",),
+    "sparse": ("sparse",),
+    "colbert": ("dense", "colbert"),
+    "dense+sparse": ("dense", "sparse"),
+    "all": ("dense", "sparse", "colbert"),
+}
+
+
+def outputs_for(modes: list[str] | tuple[str, ...]) -> tuple[str, ...]:
+    """The M3 outputs to encode so that every mode in ``modes`` can run."""
+    bad = [m for m in modes if m not in MODE_OUTPUTS]
+    if bad:
+        raise ValueError(f"unknown retrieval mode(s) {bad}: expected some of {list(MODES)}")
+    need = {o for m in modes for o in MODE_OUTPUTS[m]}
+    return tuple(o for o in ("dense", "sparse", "colbert") if o in need)
+
+
+@dataclass
+class RetrieverConfig:
+    """``weights``: a preset ("short"/"long") or (w_dense, w_sparse, w_colbert) for the hybrid modes."""
+
+    weights: str | tuple[float, float, float] = "short"
+    candidates: int = DEFAULT_CANDIDATES
+    dense_index: DenseIndexConfig = field(default_factory=DenseIndexConfig)
+
+
+class Retriever:
+    """Indexes built once over a corpus's embeddings; `search` runs one mode for a batch of queries."""
+
+    def __init__(self, corpus: Embeddings, config: RetrieverConfig | None = None) -> None:
+        self.corpus = corpus
+        self.config = config or RetrieverConfig()
+        self.weights: Weights = resolve_weights(self.config.weights)
+        self.dense = (
+            DenseIndex.build(corpus.dense, self.config.dense_index) if corpus.dense is not None else None
+        )
+        self.sparse = SparseIndex.build(corpus.lexical) if corpus.lexical is not None else None
+
+    def search(
+        self, queries: Embeddings, mode: str, k: int = 100, weights: Weights | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Top-``k`` passages per query: ``(scores[nq, k], ids[nq, k])``; empty slots are id -1, -inf."""
+        need = outputs_for([mode])
+        queries.require(*need)
+        self.corpus.require(*need)
+        c = max(k, self.config.candidates)
+        if mode == "dense":
+            return self.dense.search(queries.dense, k)
+        if mode == "sparse":
+            return self.sparse.search(queries.lexical, k)
+        if mode == "colbert":
+            _, cand = self.dense.search(queries.dense, c)
+            return colbert_rerank(queries.colbert, self.corpus.colbert, cand, k)
+        w = weights or self.weights
+        if mode == "dense+sparse":
+            w = (w[0], w[1], 0.0)
+        _, dense_ids = self.dense.search(queries.dense, c)
+        _, sparse_ids = self.sparse.search(queries.lexical, c)
+        return hybrid_rescore(queries, self.corpus, union_candidates(dense_ids, sparse_ids), w, k)
