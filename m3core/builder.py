@@ -1,0 +1,113 @@
+"""Small M3 models from scratch: a tokenizer trained on given texts + a random-init XLM-RoBERTa-shaped encoder.
+
+Used by the tests (tiny, built once per session, no hub) and by the embedded default. The tokenizer is a
+SentencePiece-style Unigram model (XLM-R's kind) trained with `tokenizers`, with XLM-R's special tokens in XLM-R's
+order (`<s>`=0, `<pad>`=1, `</s>`=2, `<unk>`=3), so the model behaves like a miniature BGE-M3.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+from transformers import PreTrainedTokenizerFast, XLMRobertaConfig, XLMRobertaModel
+
+from m3core.config import M3Config
+from m3core.model import M3Model
+
+logger = logging.getLogger(__name__)
+
+SPECIAL_TOKENS = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
+
+
+@dataclass
+class TinyModelSpec:
+    """Shape of a model built from scratch (defaults: ~1M parameters, fast on a laptop CPU)."""
+
+    vocab_size: int = 2000
+    hidden_size: int = 64
+    num_layers: int = 2
+    num_heads: int = 4
+    intermediate_size: int = 128
+    max_tokens: int = 512
+    colbert_dim: int | None = None
+    seed: int = 0
+
+
+def train_tokenizer(
+    texts: Iterable[str], vocab_size: int = 2000, max_tokens: int = 512
+) -> PreTrainedTokenizerFast:
+    """A Unigram tokenizer trained on `texts`, wrapped as a transformers fast tokenizer with XLM-R's specials."""
+    tok = Tokenizer(models.Unigram())
+    tok.normalizer = normalizers.NFKC()
+    tok.pre_tokenizer = pre_tokenizers.Metaspace()
+    tok.decoder = decoders.Metaspace()
+    trainer = trainers.UnigramTrainer(
+        vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS, unk_token="<unk>", show_progress=False
+    )
+    tok.train_from_iterator(texts, trainer=trainer)
+    bos, eos = tok.token_to_id("<s>"), tok.token_to_id("</s>")
+    tok.post_processor = processors.TemplateProcessing(
+        single="<s> $A </s>", pair="<s> $A </s> </s> $B </s>", special_tokens=[("<s>", bos), ("</s>", eos)]
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token="<s>",
+        eos_token="</s>",
+        sep_token="</s>",
+        cls_token="<s>",
+        unk_token="<unk>",
+        pad_token="<pad>",
+        mask_token="<mask>",
+        model_max_length=max_tokens,
+    )
+
+
+def build_tiny_model(
+    out_dir: str | Path | None,
+    texts: Iterable[str],
+    spec: TinyModelSpec | None = None,
+    config: M3Config | None = None,
+    **overrides,
+) -> Path | M3Model:
+    """Build a random-init M3 model whose tokenizer is trained on `texts`; save it to `out_dir`.
+
+    `overrides` set `TinyModelSpec` fields (e.g. `hidden_size=32`). Returns the directory, or the in-memory
+    `M3Model` when `out_dir` is None.
+    """
+    spec = spec or TinyModelSpec(**overrides)
+    tokenizer = train_tokenizer(texts, spec.vocab_size, spec.max_tokens)
+    if tokenizer.convert_tokens_to_ids("<pad>") != 1:
+        raise RuntimeError("tokenizer special tokens are not in XLM-R order")
+    torch.manual_seed(spec.seed)
+    backbone = XLMRobertaModel(
+        XLMRobertaConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=spec.hidden_size,
+            num_hidden_layers=spec.num_layers,
+            num_attention_heads=spec.num_heads,
+            intermediate_size=spec.intermediate_size,
+            max_position_embeddings=spec.max_tokens + 2,  # XLM-R reserves padding_idx + 1 = 2 rows
+            type_vocab_size=1,
+            pad_token_id=1,
+            bos_token_id=0,
+            eos_token_id=2,
+        ),
+        add_pooling_layer=False,
+    )
+    cfg = config or M3Config(colbert_dim=spec.colbert_dim, passage_max_length=spec.max_tokens)
+    model = M3Model(backbone, tokenizer, cfg)
+    if out_dir is None:
+        return model
+    path = model.save_pretrained(out_dir)
+    logger.info(
+        "built a %d-parameter model with a %d-token vocabulary in %s",
+        sum(p.numel() for p in model.parameters()),
+        len(tokenizer),
+        path,
+    )
+    return path

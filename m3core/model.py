@@ -1,0 +1,242 @@
+"""`M3Model`: a Hugging Face encoder plus the three M3 heads, loaded and saved in FlagEmbedding's layout.
+
+Directory layout (what `save_pretrained` writes and `from_pretrained` reads):
+
+    config.json, model.safetensors, tokenizer files   the backbone, as `AutoModel` / `AutoTokenizer` save it
+    colbert_linear.pt                                 state dict of Linear(hidden, colbert_dim)
+    sparse_linear.pt                                  state dict of Linear(hidden, 1)
+    m3_config.json                                    `M3Config` (ours; FlagEmbedding ignores it)
+
+A `BAAI/bge-m3` directory loads unchanged (no `m3_config.json`: BGE-M3's defaults apply), and a directory saved
+here loads in FlagEmbedding's `BGEM3FlagModel`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import torch
+from torch import nn
+from transformers import AutoModel, AutoTokenizer
+
+from m3core.config import M3Config
+from m3core.heads import ColbertHead, SparseHead, dense_embedding, special_token_ids
+from m3core.positions import extend_positions, max_tokens
+
+logger = logging.getLogger(__name__)
+
+COLBERT_FILE = "colbert_linear.pt"
+SPARSE_FILE = "sparse_linear.pt"
+# transformers 5 writes `TokenizersBackend`, which transformers 4 (FlagEmbedding) cannot load; this class name
+# loads the same tokenizer.json in both.
+PORTABLE_TOKENIZER_CLASS = "PreTrainedTokenizerFast"
+
+
+@dataclass
+class M3Output:
+    """One forward pass, all three representations (shapes for a batch of B texts of L tokens).
+
+    dense: `[B, H]`; sparse: `[B, L]` token weights (0 on padding and special tokens);
+    colbert: `[B, L-1, D]` (no CLS; zero rows where `colbert_mask` is False); colbert_mask: `[B, L-1]`.
+    """
+
+    dense: torch.Tensor | None
+    sparse: torch.Tensor | None
+    colbert: torch.Tensor | None
+    colbert_mask: torch.Tensor | None
+    input_ids: torch.Tensor
+
+
+def resolve_model_dir(name_or_path: str | os.PathLike) -> Path:
+    """A local directory as is; otherwise a Hugging Face Hub id, downloaded (or taken from the cache)."""
+    path = Path(name_or_path).expanduser()
+    if path.is_dir():
+        return path
+    if path.exists():
+        raise ValueError(f"{name_or_path}: is a file; expected a model directory or a Hub id")
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(
+            snapshot_download(
+                repo_id=str(name_or_path), ignore_patterns=["*.onnx*", "onnx/*", "*.h5", "*.msgpack"]
+            )
+        )
+    except Exception as err:  # offline, unknown id, auth: one clear message
+        raise ValueError(
+            f"{name_or_path}: not a local directory and not downloadable from the Hub ({err})"
+        ) from err
+
+
+class M3Model(nn.Module):
+    """Backbone + dense/sparse/multi-vector heads. `forward` returns all three from one encoder pass."""
+
+    def __init__(self, backbone: nn.Module, tokenizer, config: M3Config | None = None):
+        super().__init__()
+        self.backbone = backbone
+        self.tokenizer = tokenizer
+        self.config = config or M3Config()
+        hidden = backbone.config.hidden_size
+        self.sparse_head = SparseHead(hidden, special_token_ids(tokenizer))
+        self.colbert_head = ColbertHead(
+            hidden, self.config.colbert_dim, normalize=self.config.normalize_colbert
+        )
+        self.config.colbert_dim = self.colbert_head.dim
+
+    # ------------------------------------------------------------------ forward
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        *,
+        dense: bool = True,
+        sparse: bool = True,
+        colbert: bool = True,
+        cls_mask: torch.Tensor | None = None,
+    ) -> M3Output:
+        """Encode a padded batch. `cls_mask` (`[B, L]` bool) turns on MCLS pooling for the dense vector."""
+        hidden = self.backbone(
+            input_ids=input_ids, attention_mask=attention_mask
+        ).last_hidden_state  # [B, L, H]
+        dense_vecs = sparse_w = colbert_vecs = colbert_mask = None
+        if dense:
+            dense_vecs = dense_embedding(
+                hidden, attention_mask, self.config.pooling, self.config.normalize_dense, cls_mask=cls_mask
+            )
+        if sparse:
+            sparse_w = self.sparse_head(hidden, input_ids, attention_mask)
+        if colbert:
+            drop = None
+            if cls_mask is not None:
+                drop = cls_mask.clone()
+                drop[:, 0] = False
+            colbert_vecs, colbert_mask = self.colbert_head(hidden, attention_mask, drop=drop)
+        return M3Output(dense_vecs, sparse_w, colbert_vecs, colbert_mask, input_ids)
+
+    # ------------------------------------------------------------------ lengths
+    @property
+    def max_tokens(self) -> int:
+        """Longest input (special tokens included) the backbone's positions allow."""
+        return max_tokens(self.backbone)
+
+    def check_length(self, max_length: int) -> None:
+        if max_length > self.max_tokens:
+            raise ValueError(
+                f"max_length={max_length} exceeds the {self.max_tokens} positions of this backbone "
+                f"({type(self.backbone).__name__}); use max_length <= {self.max_tokens}, or extend the positions: "
+                f"`m3 extend-positions MODEL_DIR OUT_DIR --max-length {max_length}` "
+                f"(M3Model.extend_positions({max_length})) and fine-tune on long inputs"
+            )
+
+    def extend_positions(self, new_max_tokens: int, method: str = "copy") -> None:
+        """Grow the learned position table to `new_max_tokens` (see `m3core.positions`)."""
+        record = extend_positions(self.backbone, new_max_tokens, method)
+        previous = self.config.position_extension
+        if previous:  # keep the original size through repeated extensions
+            record["from_tokens"] = previous.get("from_tokens", record["from_tokens"])
+        self.config.position_extension = record
+        self.tokenizer.model_max_length = new_max_tokens
+
+    # ------------------------------------------------------------------ checkpoints
+    @classmethod
+    def from_pretrained(
+        cls,
+        name_or_path: str | os.PathLike,
+        *,
+        config: M3Config | None = None,
+        trust_remote_code: bool = False,
+        dtype: torch.dtype | None = None,
+        attn_implementation: str | None = "sdpa",
+    ) -> M3Model:
+        """Load a model directory (ours, FlagEmbedding's, `BAAI/bge-m3`) or a plain HF encoder (fresh heads).
+
+        `config` overrides the saved `m3_config.json`. Heads load with `weights_only=True`; remote code runs
+        only when `trust_remote_code=True`.
+        """
+        directory = resolve_model_dir(name_or_path)
+        saved = M3Config.load(directory)
+        cfg = config or saved or M3Config()
+        colbert_path, sparse_path = directory / COLBERT_FILE, directory / SPARSE_FILE
+        colbert_state = (
+            torch.load(colbert_path, map_location="cpu", weights_only=True)
+            if colbert_path.is_file()
+            else None
+        )
+        sparse_state = (
+            torch.load(sparse_path, map_location="cpu", weights_only=True) if sparse_path.is_file() else None
+        )
+        if colbert_state is not None and cfg.colbert_dim is None:
+            cfg = replace(cfg, colbert_dim=int(colbert_state["weight"].shape[0]))
+
+        backbone = _load_backbone(directory, trust_remote_code, dtype, attn_implementation)
+        tokenizer = AutoTokenizer.from_pretrained(directory, trust_remote_code=trust_remote_code)
+        model = cls(backbone, tokenizer, cfg)
+        if colbert_state is not None and sparse_state is not None:
+            model.colbert_head.linear.load_state_dict(colbert_state)
+            model.sparse_head.linear.load_state_dict(sparse_state)
+        else:
+            logger.warning(
+                "%s has no %s/%s: the sparse and ColBERT heads are freshly initialized (train before use)",
+                directory,
+                COLBERT_FILE,
+                SPARSE_FILE,
+            )
+        if dtype is not None:
+            model.to(dtype)
+        model.name_or_path = str(name_or_path)
+        return model
+
+    def save_pretrained(self, directory: str | os.PathLike) -> Path:
+        """Write the FlagEmbedding layout + `m3_config.json` to `directory` (created if needed)."""
+        out = Path(directory)
+        out.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().contiguous().cpu() for k, v in self.backbone.state_dict().items()}
+        self.backbone.save_pretrained(out, state_dict=state)
+        self.tokenizer.save_pretrained(out)
+        _make_tokenizer_config_portable(out)
+        torch.save(_cpu_state(self.colbert_head.linear), out / COLBERT_FILE)
+        torch.save(_cpu_state(self.sparse_head.linear), out / SPARSE_FILE)
+        self.config.save(out)
+        return out
+
+
+def _load_backbone(
+    directory: Path, trust_remote_code: bool, dtype, attn_implementation: str | None
+) -> nn.Module:
+    """`AutoModel` without the unused BERT-style pooler where the architecture allows, SDPA where supported."""
+    kwargs = {"trust_remote_code": trust_remote_code}
+    if dtype is not None:
+        kwargs["dtype"] = dtype
+    attempts = [
+        {"attn_implementation": attn_implementation, "add_pooling_layer": False},
+        {"attn_implementation": attn_implementation},
+        {},
+    ]
+    for i, extra in enumerate(attempts):
+        extra = {k: v for k, v in extra.items() if v is not None}
+        try:
+            return AutoModel.from_pretrained(directory, **kwargs, **extra)
+        except (TypeError, ValueError, ImportError) as err:
+            # Architectures without a pooler flag or without SDPA: retry with fewer options.
+            if i == len(attempts) - 1:
+                raise
+            logger.debug("AutoModel.from_pretrained(%s) failed with %s; retrying without them", extra, err)
+    raise AssertionError("unreachable")
+
+
+def _cpu_state(module: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone().contiguous().cpu() for k, v in module.state_dict().items()}
+
+
+def _make_tokenizer_config_portable(directory: Path) -> None:
+    path = directory / "tokenizer_config.json"
+    if not path.is_file() or not (directory / "tokenizer.json").is_file():
+        return
+    cfg = json.loads(path.read_text())
+    if cfg.get("tokenizer_class") in (None, "TokenizersBackend"):
+        cfg["tokenizer_class"] = PORTABLE_TOKENIZER_CLASS
+        path.write_text(json.dumps(cfg, indent=2, ensure_ascii=False) + "\n")
