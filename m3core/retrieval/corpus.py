@@ -9,6 +9,7 @@ re-encoding, and any change (another checkpoint, one edited passage) re-encodes.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import logging
 from collections.abc import Sequence
@@ -98,12 +99,12 @@ class Embeddings:
             off, tok, w = z["offsets"], z["tokens"], z["weights"]
             out.lexical = [
                 {str(int(t)): float(v) for t, v in zip(tok[a:b], w[a:b], strict=True)}
-                for a, b in zip(off[:-1], off[1:], strict=True)
+                for a, b in itertools.pairwise(off)
             ]
         if (d / "colbert.npz").exists():
             z = np.load(d / "colbert.npz")
             off, vecs = z["offsets"], z["vecs"]
-            out.colbert = [vecs[a:b] for a, b in zip(off[:-1], off[1:], strict=True)]
+            out.colbert = [vecs[a:b] for a, b in itertools.pairwise(off)]
         return out
 
 
