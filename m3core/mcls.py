@@ -29,6 +29,6 @@ def insert_cls(ids: list[int], cls_id: int, stride: int, max_tokens: int) -> tup
         out.extend(body[start : start + stride])
     out.append(last)
     if len(out) > max_tokens:  # keep the closing token; drop body tokens (and any CLS past the cut)
-        out = out[: max_tokens - 1] + [last]
+        out = [*out[: max_tokens - 1], last]
         positions = [p for p in positions if p < max_tokens - 1]
     return out, positions
