@@ -1,0 +1,1 @@
+"""Sub-commands of `m3` (see `m3core.cli`)."""
