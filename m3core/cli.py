@@ -11,17 +11,23 @@ import importlib
 import logging
 import sys
 
-# Sub-commands, in the order `m3 --help` lists them. A module is imported only when its command runs, so
-# `m3 encode` never pays for importing the data layer or the trainer.
+# Sub-commands, in the order `m3 --help` lists them. Command modules import torch, duckdb, etc. inside `run()`,
+# so building the parser stays cheap and `m3 encode` never pays for the data layer or the trainer.
 COMMANDS: dict[str, str] = {
     "encode": "m3core.commands.encode",
+    "build-model": "m3core.commands.build_model",
+    "extend-positions": "m3core.commands.extend_positions",
+    "eval": "m3core.commands.eval",
+    "negatives": "m3core.commands.negatives",
 }
 
 
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="m3", description="M3 embedding platform: train, encode, evaluate.")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
-    parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors; no progress bars")
+    parser.add_argument(
+        "-q", "--quiet", action="store_true", help="only warnings and errors; no progress bars"
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, module_name in COMMANDS.items():
         module = importlib.import_module(module_name)
@@ -33,7 +39,9 @@ def _build_parser() -> argparse.ArgumentParser:
 
 def configure_logging(verbose: int = 0, quiet: bool = False) -> None:
     level = logging.WARNING if quiet else (logging.DEBUG if verbose > 1 else logging.INFO)
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    logging.basicConfig(
+        level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
