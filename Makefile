@@ -1,0 +1,44 @@
+# The two commands (README): `make run` (set up + the local retrain on the embedded default) and `make test`.
+# Everything installs into ./.venv; platform state goes to $(M3_HOME) (default ./.m3).
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.setup-done
+export HF_HUB_OFFLINE ?= 1
+export HF_DATASETS_OFFLINE ?= 1
+export MLFLOW_DISABLE_TELEMETRY ?= true
+export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
+export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 120
+export OMP_WAIT_POLICY ?= PASSIVE
+export TOKENIZERS_PARALLELISM ?= false
+
+.PHONY: setup run test test-all lint bench clean
+
+setup: $(STAMP)
+
+# torch first, pinned: a bare `torch` requirement would pull a multi-GB CUDA build on a CPU machine.
+$(STAMP): pyproject.toml scripts/system-packages.sh scripts/build-llm.sh
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[dev]'
+	bash scripts/system-packages.sh
+	bash scripts/build-llm.sh $(PY)
+	touch $(STAMP)
+
+run: setup
+	$(VENV)/bin/m3 encode
+
+test: setup
+	$(PY) -m pytest -q
+
+# The slow tests too (CI runs them when time allows).
+test-all: setup
+	$(PY) -m pytest -q -m ''
+
+lint: setup
+	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache
