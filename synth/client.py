@@ -1,0 +1,259 @@
+"""A chat-completion client for any OpenAI-compatible endpoint, with our own retry loop.
+
+The `openai` SDK does the HTTP and the protocol. Its built-in retries are switched off (`max_retries=0`)
+and replaced by the loop below because we need what the SDK hides: the number of attempts per request
+(stored in the warehouse and reported), a configurable backoff (tests run it with millisecond delays), a
+cap on server-directed waits, and retries on a 200 whose body is not valid JSON (a proxy or an overloaded
+server cut short), which the SDK surfaces as a parse error. The backoff is "full jitter" exponential:
+base·2^(attempt-1), capped, times a random factor in [0.5, 1).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import random
+import re
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import openai
+from pydantic import SecretStr
+
+from synth.config import EndpointConfig, GenerationParams
+from synth.prompts import QUESTION_SCHEMA
+
+log = logging.getLogger(__name__)
+
+# Placeholder sent when no key is configured: the SDK refuses an empty key, local servers ignore it.
+NO_KEY = "no-key-required"
+
+
+class FatalEndpointError(RuntimeError):
+    """The endpoint refuses every request (bad key, unknown model, wrong URL): retrying cannot help."""
+
+
+@dataclass
+class CallResult:
+    """Outcome of one logical request (all its attempts)."""
+
+    status: Literal["ok", "error"]
+    text: str | None
+    prompt_tokens: int
+    completion_tokens: int
+    latency_s: float
+    attempts: int
+    error: str | None = None
+    structured: bool = False
+
+
+def resolve_api_key(endpoint: EndpointConfig) -> SecretStr | None:
+    """The key from the environment variable the config names, wrapped so it never prints."""
+    value = os.environ.get(endpoint.api_key_env, "").strip()
+    return SecretStr(value) if value else None
+
+
+def request_key(
+    model: str, messages: list[dict[str, str]], params: GenerationParams, structured: bool
+) -> str:
+    """Cache key: sha256 over the canonical JSON of everything that determines the response."""
+    payload = {
+        "model": model,
+        "messages": messages,
+        "params": params.model_dump(),
+        "schema": QUESTION_SCHEMA if structured else None,
+    }
+    blob = json.dumps(payload, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+
+
+def parse_question(text: str | None) -> str | None:
+    """Pull the question out of a model reply, tolerating what small models do to JSON.
+
+    >>> parse_question('{"question": "Wie entpackt tar ein Archiv?"}')
+    'Wie entpackt tar ein Archiv?'
+    >>> parse_question('```json\\n{"question": "How does ls sort?"}\\n```')
+    'How does ls sort?'
+    >>> parse_question('Sure! {"question": "What does -r do in rm?"')
+    'What does -r do in rm?'
+    >>> parse_question('Question: How does grep count matches?')
+    'How does grep count matches?'
+    >>> parse_question('   ') is None
+    True
+    """
+    if text is None or not text.strip():
+        return None
+    raw = text.strip()
+    # 1) the whole reply, or the first {...} inside it, is JSON with a "question" string
+    candidates = [raw]
+    match = re.search(r"\{.*\}", raw, flags=re.DOTALL)
+    if match:
+        candidates.append(match.group(0))
+    for cand in candidates:
+        try:
+            obj = json.loads(cand)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(obj, dict) and isinstance(obj.get("question"), str):
+            return obj["question"].strip() or None
+        if isinstance(obj, str):
+            return obj.strip() or None
+    # 2) truncated JSON: a "question": "... value without its closing quote/brace
+    match = re.search(r'"question"\s*:\s*"((?:[^"\\]|\\.)*)', raw, flags=re.DOTALL)
+    if match:
+        try:
+            value = json.loads(f'"{match.group(1)}"')
+        except json.JSONDecodeError:
+            value = match.group(1)
+        return value.strip() or None
+    # 3) plain text: drop fences and a "Question:" label, keep the first non-empty line
+    lines = [
+        ln.strip() for ln in raw.replace("```", "\n").splitlines() if ln.strip() and ln.strip() != "json"
+    ]
+    if not lines:
+        return None
+    line = re.sub(
+        r"^(question|frage|question\s?:|pregunta|вопрос|问题|質問)\s*[:：]\s*", "", lines[0], flags=re.I
+    )
+    return line.strip().strip('"').strip() or None
+
+
+def _retry_after(err: openai.APIStatusError) -> float | None:
+    """Seconds the server asked us to wait (Retry-After / retry-after-ms), or None."""
+    headers = err.response.headers
+    for name, scale in (("retry-after-ms", 1000.0), ("retry-after", 1.0)):
+        value = headers.get(name)
+        if value is None:
+            continue
+        try:
+            return max(0.0, float(value) / scale)
+        except ValueError:
+            continue  # an HTTP date: rare from LLM servers; fall back to our own backoff
+    return None
+
+
+class ChatClient:
+    """Sends one chat request with retries; safe to share between threads."""
+
+    def __init__(self, endpoint: EndpointConfig, api_key: SecretStr | None = None) -> None:
+        self.endpoint = endpoint
+        self._structured = endpoint.structured_output != "none"
+        self._lock = threading.Lock()
+        key = api_key if api_key is not None else resolve_api_key(endpoint)
+        self._client = openai.OpenAI(
+            base_url=endpoint.base_url,
+            api_key=key.get_secret_value() if key else NO_KEY,
+            max_retries=0,
+            timeout=endpoint.timeout_s,
+        )
+
+    @property
+    def structured(self) -> bool:
+        """Whether requests currently ask for JSON-schema output."""
+        return self._structured
+
+    def close(self) -> None:
+        self._client.close()
+
+    def __enter__(self) -> ChatClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _backoff(self, attempt: int) -> float:
+        ep = self.endpoint
+        return min(ep.backoff_max_s, ep.backoff_base_s * 2 ** (attempt - 1)) * random.uniform(0.5, 1.0)
+
+    def _kwargs(self, messages: list[dict[str, str]], params: GenerationParams) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {
+            "model": self.endpoint.model,
+            "messages": messages,
+            "temperature": params.temperature,
+            "max_tokens": params.max_tokens,
+            "top_p": params.top_p,
+        }
+        if params.seed is not None:
+            kwargs["seed"] = params.seed
+        if self._structured:
+            kwargs["response_format"] = {
+                "type": "json_schema",
+                "json_schema": {"name": "question", "schema": QUESTION_SCHEMA, "strict": True},
+            }
+        return kwargs
+
+    def complete(self, messages: list[dict[str, str]], params: GenerationParams) -> CallResult:
+        """Send `messages`; retry transient failures; return the text and token counts, or the last error."""
+        ep = self.endpoint
+        attempt = 0
+        last_error = "no attempt made"
+        t_start = time.monotonic()
+        while attempt < ep.max_attempts:
+            attempt += 1
+            kwargs = self._kwargs(messages, params)
+            delay: float | None = None
+            try:
+                resp = self._client.chat.completions.create(**kwargs)
+                if not resp.choices or resp.choices[0].message is None:
+                    raise ValueError("response has no choices")
+                text = resp.choices[0].message.content
+                usage = resp.usage
+                return CallResult(
+                    status="ok",
+                    text=text,
+                    prompt_tokens=int(usage.prompt_tokens) if usage else 0,
+                    completion_tokens=int(usage.completion_tokens) if usage else 0,
+                    latency_s=time.monotonic() - t_start,
+                    attempts=attempt,
+                    structured="response_format" in kwargs,
+                )
+            except openai.BadRequestError as err:
+                # Servers without structured output reject the parameter: drop it once, for all requests.
+                if "response_format" in kwargs and ep.structured_output == "auto":
+                    with self._lock:
+                        self._structured = False
+                    log.warning("endpoint rejected response_format (HTTP 400); falling back to plain text")
+                    attempt -= 1  # a capability probe, not a failed attempt
+                    continue
+                return self._error(f"HTTP 400: {_short(err)}", attempt, t_start)
+            except (openai.AuthenticationError, openai.PermissionDeniedError, openai.NotFoundError) as err:
+                # Never include the request (it carries the key in a header); the status and server text only.
+                raise FatalEndpointError(
+                    f"{ep.safe_base_url()} answered HTTP {err.status_code} for model {ep.model!r}: {_short(err)}"
+                ) from None
+            except openai.APIStatusError as err:
+                last_error = f"HTTP {err.status_code}: {_short(err)}"
+                if err.status_code not in (408, 409, 429) and err.status_code < 500:
+                    return self._error(last_error, attempt, t_start)
+                server_delay = _retry_after(err)
+                if server_delay is not None:
+                    delay = min(server_delay, ep.retry_after_max_s)
+            except openai.APITimeoutError:
+                last_error = f"timeout after {ep.timeout_s:g} s"
+            except openai.APIConnectionError as err:
+                last_error = f"connection error: {_short(err)}"
+            except (openai.APIResponseValidationError, json.JSONDecodeError, ValueError) as err:
+                # 200 with a body that is not the JSON it should be: transient on real servers.
+                last_error = f"malformed response: {_short(err)}"
+            if attempt >= ep.max_attempts:
+                break
+            wait = delay if delay is not None else self._backoff(attempt)
+            log.info(
+                "attempt %d/%d failed (%s); retrying in %.2f s", attempt, ep.max_attempts, last_error, wait
+            )
+            time.sleep(wait)
+        return self._error(last_error, attempt, t_start)
+
+    @staticmethod
+    def _error(message: str, attempts: int, t_start: float) -> CallResult:
+        log.warning("request failed after %d attempt(s): %s", attempts, message)
+        return CallResult("error", None, 0, 0, time.monotonic() - t_start, attempts, error=message)
+
+
+def _short(err: BaseException, limit: int = 200) -> str:
+    text = " ".join(str(err).split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -1,0 +1,142 @@
+"""Prompt templates for query generation: the only place prompts live.
+
+MLDR's recipe: give the LLM one paragraph of a long document and ask for one specific question that the
+paragraph answers. Small local models follow an instruction written *in the target language* far better
+than "answer in German" tacked onto an English instruction, so languages we know get their own template;
+others fall back to English naming the language. Bump `PROMPT_VERSION` on any change to the text: it is
+stored with every output and is part of the request cache key (the messages are hashed).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+PROMPT_VERSION = "q-v1"
+
+# JSON schema for structured output (llama.cpp enforces it with a grammar; OpenAI with strict mode).
+QUESTION_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {"question": {"type": "string", "minLength": 5, "maxLength": 300}},
+    "required": ["question"],
+    "additionalProperties": False,
+}
+
+LANGUAGE_NAMES: dict[str, str] = {
+    "en": "English", "de": "German", "fr": "French", "es": "Spanish", "it": "Italian", "pt": "Portuguese",
+    "nl": "Dutch", "pl": "Polish", "ru": "Russian", "uk": "Ukrainian", "ja": "Japanese", "zh": "Chinese",
+    "cs": "Czech", "sv": "Swedish", "da": "Danish", "fi": "Finnish", "hu": "Hungarian", "ro": "Romanian",
+    "tr": "Turkish", "ko": "Korean", "id": "Indonesian", "sr": "Serbian", "sl": "Slovenian", "hr": "Croatian",
+    "vi": "Vietnamese", "ar": "Arabic", "el": "Greek", "he": "Hebrew", "hi": "Hindi", "th": "Thai",
+}  # fmt: skip
+
+SYSTEM = (
+    'You write search queries for a retrieval dataset. Reply only with JSON of the form {"question": "..."}.'
+)
+
+# {title} is the document title, {paragraph} the chosen paragraph. Each says: one specific question, answerable
+# from the paragraph, understandable without it (no "it"/"this" pointing into the passage), in this language.
+_TEMPLATES: dict[str, str] = {
+    "en": (
+        "Document: {title}\nParagraph:\n{paragraph}\n\n"
+        "Write one specific question in English that this paragraph answers. The question must make sense "
+        "on its own: name the program or topic instead of using words like 'it' or 'this'. "
+        'Reply as JSON: {{"question": "..."}}'
+    ),
+    "de": (
+        "Dokument: {title}\nAbsatz:\n{paragraph}\n\n"
+        "Schreibe eine konkrete Frage auf Deutsch, die dieser Absatz beantwortet. Die Frage muss für sich "
+        "allein verständlich sein: Nenne das Programm oder Thema, statt Wörter wie 'es' oder 'dies' zu "
+        'verwenden. Antworte als JSON: {{"question": "..."}}'
+    ),
+    "fr": (
+        "Document : {title}\nParagraphe :\n{paragraph}\n\n"
+        "Écris une question précise en français à laquelle ce paragraphe répond. La question doit se "
+        "comprendre seule : nomme le programme ou le sujet au lieu d'utiliser « il » ou « cela ». "
+        'Réponds en JSON : {{"question": "..."}}'
+    ),
+    "es": (
+        "Documento: {title}\nPárrafo:\n{paragraph}\n\n"
+        "Escribe una pregunta concreta en español que este párrafo responda. La pregunta debe entenderse "
+        "por sí sola: nombra el programa o el tema en lugar de usar palabras como 'esto' o 'él'. "
+        'Responde en JSON: {{"question": "..."}}'
+    ),
+    "it": (
+        "Documento: {title}\nParagrafo:\n{paragraph}\n\n"
+        "Scrivi una domanda precisa in italiano a cui questo paragrafo risponde. La domanda deve essere "
+        "comprensibile da sola: nomina il programma o l'argomento invece di usare parole come 'esso' o "
+        '\'questo\'. Rispondi in JSON: {{"question": "..."}}'
+    ),
+    "pt": (
+        "Documento: {title}\nParágrafo:\n{paragraph}\n\n"
+        "Escreva uma pergunta específica em português que este parágrafo responde. A pergunta deve fazer "
+        "sentido sozinha: nomeie o programa ou o assunto em vez de usar palavras como 'isto' ou 'ele'. "
+        'Responda em JSON: {{"question": "..."}}'
+    ),
+    "nl": (
+        "Document: {title}\nAlinea:\n{paragraph}\n\n"
+        "Schrijf één concrete vraag in het Nederlands die deze alinea beantwoordt. De vraag moet op zichzelf "
+        "begrijpelijk zijn: noem het programma of onderwerp in plaats van woorden als 'het' of 'dit'. "
+        'Antwoord in JSON: {{"question": "..."}}'
+    ),
+    "pl": (
+        "Dokument: {title}\nAkapit:\n{paragraph}\n\n"
+        "Napisz jedno konkretne pytanie po polsku, na które odpowiada ten akapit. Pytanie musi być "
+        "zrozumiałe samo w sobie: podaj nazwę programu lub tematu zamiast słów takich jak 'to' lub 'on'. "
+        'Odpowiedz w formacie JSON: {{"question": "..."}}'
+    ),
+    "ru": (
+        "Документ: {title}\nАбзац:\n{paragraph}\n\n"
+        "Напиши один конкретный вопрос на русском языке, на который отвечает этот абзац. Вопрос должен "
+        "быть понятен сам по себе: называй программу или тему вместо слов «он» или «это». "
+        'Ответь в формате JSON: {{"question": "..."}}'
+    ),
+    "uk": (
+        "Документ: {title}\nАбзац:\n{paragraph}\n\n"
+        "Напиши одне конкретне питання українською мовою, на яке відповідає цей абзац. Питання має бути "
+        "зрозумілим саме по собі: називай програму або тему замість слів «він» чи «це». "
+        'Відповідай у форматі JSON: {{"question": "..."}}'
+    ),
+    "ja": (
+        "文書: {title}\n段落:\n{paragraph}\n\n"
+        "この段落が答えとなる具体的な質問を日本語で一つ書いてください。質問はそれだけで意味が通じるように、"
+        "「これ」「それ」ではなくプログラム名や話題を明示してください。"
+        'JSON で答えてください: {{"question": "..."}}'
+    ),
+    "zh": (
+        "文档：{title}\n段落：\n{paragraph}\n\n"
+        "请用中文写一个具体的问题，该问题的答案就在这个段落中。问题必须能够独立理解："
+        "请写出程序或主题的名称，不要使用“它”或“这个”之类的词。"
+        '请用 JSON 回答：{{"question": "..."}}'
+    ),
+}
+
+_FALLBACK = (
+    "Document: {title}\nParagraph:\n{paragraph}\n\n"
+    "Write one specific question in {language} that this paragraph answers. Write the question in "
+    "{language}, not in English. The question must make sense on its own: name the program or topic "
+    "instead of using words like 'it' or 'this'. "
+    'Reply as JSON: {{"question": "..."}}'
+)
+
+
+def base_lang(code: str) -> str:
+    """'pt_BR' / 'zh-TW' / 'DE' -> 'pt' / 'zh' / 'de': the code templates and language ID compare on."""
+    return code.replace("-", "_").split("_")[0].lower()
+
+
+def build_messages(lang: str, title: str, paragraph: str) -> list[dict[str, str]]:
+    """Chat messages asking for one question about `paragraph` in language `lang`.
+
+    >>> build_messages("de", "tar(1)", "tar packt Dateien.")[1]["content"].splitlines()[0]
+    'Dokument: tar(1)'
+    >>> "in Swedish" in build_messages("sv", "ls", "ls listar filer.")[1]["content"]
+    True
+    """
+    code = base_lang(lang)
+    template = _TEMPLATES.get(code)
+    if template is None:
+        language = LANGUAGE_NAMES.get(code, code)
+        user = _FALLBACK.format(title=title, paragraph=paragraph, language=language)
+    else:
+        user = template.format(title=title, paragraph=paragraph)
+    return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": user}]

