@@ -19,6 +19,8 @@ COMMANDS: dict[str, str] = {
     "extend-positions": "m3core.commands.extend_positions",
     "eval": "m3core.commands.eval",
     "negatives": "m3core.commands.negatives",
+    "synth": "m3core.commands.synth",
+    "llm": "m3core.commands.llm",
 }
 
 

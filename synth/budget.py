@@ -101,3 +101,33 @@ class Budget:
             self.used.prompt_tokens += prompt_tokens
             self.used.completion_tokens += completion_tokens
             self.used.cost_usd += self.cost(prompt_tokens, completion_tokens)
+
+
+@dataclass(frozen=True)
+class CostProjection:
+    """Projected spend for `n` queries from measured mean token counts."""
+
+    n: int
+    prompt_tokens: float  # mean per request
+    completion_tokens: float
+    acceptance: float  # accepted / decided
+    cost_per_n_requests: float
+    cost_per_n_accepted: float
+
+
+def project_cost(
+    n: int, mean_prompt_tokens: float, mean_completion_tokens: float, acceptance: float, config: BudgetConfig
+) -> CostProjection:
+    """Cost of `n` requests and of `n` *accepted* queries (requests / acceptance rate) at the configured prices.
+
+    >>> p = project_cost(1000, 400, 40, 0.5, BudgetConfig(price_input_per_m=0.15, price_output_per_m=0.60))
+    >>> round(p.cost_per_n_requests, 4), round(p.cost_per_n_accepted, 4)
+    (0.084, 0.168)
+    """
+    per_request = (
+        Budget(config).cost(1, 0) * mean_prompt_tokens + Budget(config).cost(0, 1) * mean_completion_tokens
+    )
+    per_accepted = per_request / acceptance if acceptance > 0 else math.inf
+    return CostProjection(
+        n, mean_prompt_tokens, mean_completion_tokens, acceptance, n * per_request, n * per_accepted
+    )

@@ -284,3 +284,14 @@ def export_training_jsonl(
         for query, pos in rows:
             f.write(json.dumps({"query": query, "pos": [pos], "neg": []}, ensure_ascii=False) + "\n")
     return len(rows)
+
+
+def mean_tokens(con: duckdb.DuckDBPyConnection, model: str | None = None) -> tuple[float, float, int]:
+    """(mean prompt tokens, mean completion tokens, n) over successful requests, optionally for one model."""
+    cond, params = ("AND model = ?", [model]) if model else ("", [])
+    row = con.execute(
+        "SELECT coalesce(avg(prompt_tokens), 0), coalesce(avg(completion_tokens), 0), count(*)::INT "
+        f"FROM synth_requests WHERE status = 'ok' {cond}",
+        params,
+    ).fetchone()
+    return float(row[0]), float(row[1]), int(row[2])
