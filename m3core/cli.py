@@ -15,6 +15,8 @@ import sys
 # so building the parser stays cheap and `m3 encode` never pays for the data layer or the trainer.
 COMMANDS: dict[str, str] = {
     "encode": "m3core.commands.encode",
+    "mine": "m3core.commands.mine",
+    "export": "m3core.commands.export",
     "build-model": "m3core.commands.build_model",
     "extend-positions": "m3core.commands.extend_positions",
     "eval": "m3core.commands.eval",

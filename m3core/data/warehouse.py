@@ -101,6 +101,13 @@ CORE_MIGRATIONS: list[tuple[str, str]] = [
         CREATE INDEX documents_lang ON documents(lang);
         """,
     ),
+    (
+        "0002_dedup_keys",
+        """
+        ALTER TABLE pairs ADD COLUMN near_key VARCHAR;     -- hash of case/punctuation-folded query+positive
+        ALTER TABLE documents ADD COLUMN minhash BLOB;    -- MinHash signature (uint64 array) for near-dedup
+        """,
+    ),
 ]
 
 
