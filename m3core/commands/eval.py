@@ -1,0 +1,85 @@
+"""`m3 eval`: retrieval quality of a model on BEIR-layout eval sets, every mode, per language, next to BM25."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+
+NAME = "eval"
+HELP = (
+    "evaluate a model (dense/sparse/colbert/hybrid, per language, with a BM25 baseline) on BEIR-layout sets"
+)
+
+log = logging.getLogger(__name__)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", help="model directory (or hub id); omit with --modes '' for BM25 only")
+    parser.add_argument(
+        "--eval-set", required=True, help="a BEIR set directory, or a directory of them (one per language)"
+    )
+    parser.add_argument("--out", default=None, help="report directory (default: <M3_HOME>/eval/<model name>)")
+    parser.add_argument(
+        "--modes",
+        default="dense,sparse,colbert,dense+sparse,all",
+        help="comma-separated modes among dense, sparse, colbert, dense+sparse, all ('' for none)",
+    )
+    parser.add_argument("--no-bm25", action="store_true", help="skip the BM25 baseline")
+    parser.add_argument(
+        "--weights",
+        default="short",
+        help="hybrid weights: short (1,0.3,1), long (0.15,0.5,0.35) or 'wd,ws,wc'",
+    )
+    parser.add_argument("--k", type=int, default=100, help="depth of each ranking (Recall@k uses 100)")
+    parser.add_argument("--candidates", type=int, default=200, help="candidates re-scored by colbert/hybrid")
+    parser.add_argument(
+        "--index", choices=["flat", "hnsw", "ivf"], default="flat", help="faiss dense index kind"
+    )
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--query-max-length", type=int, default=None)
+    parser.add_argument("--passage-max-length", type=int, default=None)
+    parser.add_argument(
+        "--device", default=None, help="cpu, cuda, cuda:1 ... (default: a GPU if there is one)"
+    )
+    parser.add_argument("--cache-dir", default=None, help="keep corpus/query embeddings here and reuse them")
+    parser.add_argument("--split", default="test", help="qrels split file name under qrels/ (default test)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from m3core.evaluation import EvalConfig, evaluate, load_eval_sets, markdown_table, write_report
+    from m3core.paths import m3_home
+    from m3core.retrieval import DenseIndexConfig, resolve_weights
+
+    modes = tuple(m.strip() for m in args.modes.split(",") if m.strip())
+    if modes and not args.model:
+        raise ValueError("--model is required unless --modes '' (BM25 only)")
+    weights = args.weights if args.weights in ("short", "long") else resolve_weights(args.weights)
+    config = EvalConfig(
+        modes=modes,
+        bm25=not args.no_bm25,
+        k=args.k,
+        candidates=args.candidates,
+        weights=weights,
+        batch_size=args.batch_size,
+        query_max_length=args.query_max_length,
+        passage_max_length=args.passage_max_length,
+        cache_dir=Path(args.cache_dir) if args.cache_dir else None,
+        dense_index=DenseIndexConfig(kind=args.index),
+    )
+    sets = load_eval_sets(args.eval_set, split=args.split)
+    embedder = None
+    if modes:
+        from m3core import M3Embedder
+
+        embedder = M3Embedder(args.model, device=args.device, batch_size=args.batch_size, use_fp16=True)
+    report = evaluate(embedder, sets, config, model_id=args.model)
+    out = (
+        Path(args.out) if args.out else m3_home() / "eval" / (Path(args.model).name if args.model else "bm25")
+    )
+    paths = write_report(report, out)
+    print(markdown_table(report))
+    print(json.dumps({k: str(v) for k, v in paths.items()}))
+    return 0

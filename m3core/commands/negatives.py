@@ -1,0 +1,120 @@
+"""`m3 negatives`: mine hard negatives with an interim model into FlagEmbedding JSONL and/or the warehouse."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+
+NAME = "negatives"
+HELP = "mine hard negatives with an interim model (files or warehouse pairs -> JSONL / warehouse rows)"
+
+log = logging.getLogger(__name__)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", required=True, help="the interim model directory (or hub id)")
+    src = parser.add_argument_group("input (one of)")
+    src.add_argument("--input", help="FlagEmbedding JSONL with 'query' and 'pos'")
+    src.add_argument(
+        "--from-warehouse", action="store_true", help="read queries/positives from the pairs table"
+    )
+    parser.add_argument("--corpus", help="passage pool: .jsonl ('text'[, 'title']) or .txt (one a line)")
+    parser.add_argument(
+        "--warehouse", default=None, help="warehouse file (default: <M3_HOME>/warehouse.duckdb)"
+    )
+    parser.add_argument("--kinds", default="", help="with --from-warehouse: comma-separated pair kinds")
+    parser.add_argument("--langs", default="", help="with --from-warehouse: comma-separated languages")
+    parser.add_argument(
+        "--limit", type=int, default=None, help="with --from-warehouse: at most this many queries"
+    )
+    parser.add_argument("--output", help="write FlagEmbedding JSONL here")
+    parser.add_argument(
+        "--to-warehouse", action="store_true", help="write rows to the warehouse hard_negatives table"
+    )
+    parser.add_argument(
+        "--mode", choices=["dense", "hybrid"], default="dense", help="ranking used for mining"
+    )
+    parser.add_argument(
+        "--range", default="2-200", help="1-based inclusive rank window to sample from (2-200)"
+    )
+    parser.add_argument("--num-negatives", type=int, default=15)
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--teacher-scores", action="store_true", help="attach pos_scores/neg_scores (hybrid)")
+    parser.add_argument("--weights", default="short", help="hybrid weights: short, long or 'wd,ws,wc'")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--query-max-length", type=int, default=None)
+    parser.add_argument("--passage-max-length", type=int, default=None)
+    parser.add_argument("--device", default=None)
+    parser.add_argument("--cache-dir", default=None, help="keep the pool's embeddings here and reuse them")
+
+
+def _parse_range(text: str) -> tuple[int, int]:
+    try:
+        lo, hi = (int(x) for x in text.split("-"))
+    except ValueError:
+        raise ValueError(f"--range {text!r}: expected START-END, e.g. 2-200") from None
+    return lo, hi
+
+
+def run(args: argparse.Namespace) -> int:
+    from m3core import M3Embedder
+    from m3core.negatives import (
+        MiningConfig,
+        corpus_from_warehouse,
+        examples_from_warehouse,
+        mine,
+        read_corpus,
+        read_examples,
+        write_jsonl,
+        write_warehouse,
+    )
+
+    if bool(args.input) == bool(args.from_warehouse):
+        raise ValueError("give exactly one of --input FILE or --from-warehouse")
+    if not args.output and not args.to_warehouse:
+        raise ValueError("nowhere to write: give --output FILE and/or --to-warehouse")
+    config = MiningConfig(
+        mode=args.mode,
+        rank_range=_parse_range(args.range),
+        num_negatives=args.num_negatives,
+        seed=args.seed,
+        teacher_scores=args.teacher_scores,
+        weights=args.weights,
+        batch_size=args.batch_size,
+        query_max_length=args.query_max_length,
+        passage_max_length=args.passage_max_length,
+    )
+    split = lambda s: [x.strip() for x in s.split(",") if x.strip()]  # noqa: E731
+    wh = None
+    if args.from_warehouse or args.to_warehouse:
+        from m3core.data.warehouse import Warehouse
+
+        wh = Warehouse(args.warehouse)
+    try:
+        if args.input:
+            examples = read_examples(args.input)
+        else:
+            examples = examples_from_warehouse(wh.con, split(args.kinds), split(args.langs), args.limit)
+        if args.corpus:
+            corpus = read_corpus(args.corpus)
+        elif args.from_warehouse:
+            corpus = corpus_from_warehouse(wh.con, split(args.langs))
+        else:
+            corpus = None
+        embedder = M3Embedder(args.model, device=args.device, batch_size=args.batch_size, use_fp16=True)
+        result = mine(embedder, examples, corpus, config, model_id=args.model, cache_dir=args.cache_dir)
+        summary = {
+            "examples": len(result.examples),
+            "pool": len(result.pool),
+            "topped_up": result.n_topped_up,
+        }
+        if args.output:
+            summary["output"] = str(write_jsonl(result.examples, args.output))
+        if args.to_warehouse:
+            summary["run_id"] = write_warehouse(wh, result, config, model_id=args.model)
+    finally:
+        if wh is not None:
+            wh.close()
+    print(json.dumps(summary))
+    return 0

@@ -1,0 +1,376 @@
+"""Hard-negative mining with an interim model.
+
+For each training query, the model ranks a passage pool (the corpus plus every positive) and negatives
+are sampled from a rank window (default ranks 2–200, 1-based, inclusive): rank 1 is skipped because it is
+usually the positive or an unlabelled true answer, and very deep ranks are too easy to teach anything.
+A negative is never one of the query's positives nor a duplicate of the query (compared after collapsing
+whitespace and case), and never repeated. When the window holds too few eligible passages, random pool
+passages outside the skipped top ranks fill the list (reported, and marked with rank None).
+
+Optionally each example carries teacher scores: the model's hybrid score (w_dense·dense + w_sparse·lex +
+w_colbert·colbert) of the query against each positive and negative, as the M3 self-distillation expects.
+
+Inputs: FlagEmbedding JSONL / a corpus file, or the warehouse `pairs` table. Outputs: FlagEmbedding JSONL
+and/or rows in the warehouse table `hard_negatives` (schema namespace "negatives").
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from m3core.retrieval.corpus import encode_texts
+from m3core.retrieval.hybrid import mode_scores, resolve_weights
+from m3core.retrieval.retriever import Retriever, RetrieverConfig
+
+log = logging.getLogger(__name__)
+
+# Warehouse tables of this package; append migrations, never edit applied ones.
+MIGRATIONS: list[tuple[str, str]] = [
+    (
+        "0001_hard_negatives",
+        """
+        CREATE TABLE mining_runs (
+            run_id VARCHAR PRIMARY KEY,
+            model VARCHAR,          -- the interim model (path or registry URI) that ranked the pool
+            config VARCHAR,         -- JSON of MiningConfig
+            n_examples BIGINT,
+            n_topped_up BIGINT,     -- examples that needed random negatives
+            created_at TIMESTAMP
+        );
+        CREATE TABLE hard_negatives (
+            example_id VARCHAR PRIMARY KEY,  -- hash of (run_id, query)
+            run_id VARCHAR,
+            query VARCHAR,
+            pos VARCHAR[],
+            neg VARCHAR[],
+            neg_ranks INTEGER[],             -- 1-based rank in the model's ranking; NULL = random top-up
+            pos_scores DOUBLE[],             -- teacher scores (NULL when not asked for)
+            neg_scores DOUBLE[],
+            pair_ids VARCHAR[],              -- the warehouse pairs this example came from, if any
+            lang VARCHAR,
+            prompt VARCHAR,
+            type VARCHAR,
+            created_at TIMESTAMP
+        );
+        """,
+    ),
+]
+
+
+@dataclass
+class MiningConfig:
+    """How to mine. ``rank_range`` is 1-based and inclusive; ``top_k`` is raised to its end if smaller."""
+
+    mode: Literal["dense", "hybrid"] = "dense"
+    rank_range: tuple[int, int] = (2, 200)
+    num_negatives: int = 15
+    seed: int = 42
+    teacher_scores: bool = False
+    weights: str | tuple[float, float, float] = "short"
+    candidates: int = 200
+    batch_size: int = 32
+    query_max_length: int | None = None
+    passage_max_length: int | None = None
+
+    def __post_init__(self) -> None:
+        lo, hi = self.rank_range
+        if not 1 <= lo <= hi:
+            raise ValueError(f"rank_range {self.rank_range}: need 1 <= start <= end")
+        if self.num_negatives < 1:
+            raise ValueError(f"num_negatives must be >= 1, got {self.num_negatives}")
+        if self.mode not in ("dense", "hybrid"):
+            raise ValueError(f"mode must be 'dense' or 'hybrid', got {self.mode!r}")
+        resolve_weights(self.weights)
+
+
+@dataclass
+class Example:
+    """A training query with its positives (and FlagEmbedding's optional fields, passed through)."""
+
+    query: str
+    pos: list[str]
+    neg: list[str] = field(default_factory=list)
+    neg_ranks: list[int | None] = field(default_factory=list)
+    pos_scores: list[float] | None = None
+    neg_scores: list[float] | None = None
+    prompt: str | None = None
+    type: str | None = None
+    lang: str | None = None
+    pair_ids: list[str] = field(default_factory=list)
+
+    def to_flag_json(self) -> dict[str, Any]:
+        """The FlagEmbedding training line."""
+        out: dict[str, Any] = {"query": self.query, "pos": self.pos, "neg": self.neg}
+        if self.pos_scores is not None:
+            out["pos_scores"], out["neg_scores"] = self.pos_scores, self.neg_scores
+        if self.prompt is not None:
+            out["prompt"] = self.prompt
+        if self.type is not None:
+            out["type"] = self.type
+        return out
+
+
+@dataclass
+class MiningResult:
+    """Mined examples, the passage pool they were ranked against, and counts for the log/report."""
+
+    examples: list[Example]
+    pool: list[str]
+    n_topped_up: int
+    n_short: int  # examples left with fewer than num_negatives (pool too small)
+
+
+def normalize(text: str) -> str:
+    """The form used to compare texts: whitespace collapsed, casefolded.
+
+    >>> normalize("  The  Cat\\n") == normalize("the cat")
+    True
+    """
+    return " ".join(text.split()).casefold()
+
+
+def build_pool(examples: Sequence[Example], corpus: Sequence[str] | None) -> list[str]:
+    """The corpus (or, without one, every positive and given negative) plus all positives, deduplicated."""
+    texts: list[str] = list(corpus) if corpus is not None else [t for e in examples for t in (*e.pos, *e.neg)]
+    texts += [p for e in examples for p in e.pos]
+    pool, seen = [], set()
+    for t in texts:
+        if t.strip() and t not in seen:
+            seen.add(t)
+            pool.append(t)
+    if not pool:
+        raise ValueError("the passage pool is empty: give a corpus or examples with positives")
+    return pool
+
+
+def _sample(
+    ex: Example,
+    ranked_ids: np.ndarray,
+    pool: list[str],
+    norm_pool: list[str],
+    cfg: MiningConfig,
+    rng: np.random.Generator,
+) -> tuple[list[int], list[int | None]]:
+    """Pick negatives for one example: doc ids and their ranks (None for random top-up)."""
+    lo, hi = cfg.rank_range
+    banned = {normalize(p) for p in ex.pos} | {normalize(ex.query)}
+    window, seen = [], set(banned)
+    for rank, doc in enumerate(ranked_ids[:hi].tolist(), start=1):
+        if doc < 0 or rank < lo:
+            continue
+        key = norm_pool[doc]
+        if key not in seen:
+            seen.add(key)
+            window.append((doc, rank))
+    take = min(cfg.num_negatives, len(window))
+    picked = [window[i] for i in sorted(rng.choice(len(window), size=take, replace=False))] if take else []
+    docs, ranks = [d for d, _ in picked], [r for _, r in picked]
+    if len(docs) < cfg.num_negatives:
+        # Top-up: random pool passages, but never the skipped top ranks (likely false negatives).
+        skipped = {norm_pool[d] for d in ranked_ids[: lo - 1].tolist() if d >= 0}
+        chosen = {norm_pool[d] for d in docs}
+        for doc in rng.permutation(len(pool)).tolist():
+            key = norm_pool[doc]
+            if key in banned or key in skipped or key in chosen:
+                continue
+            chosen.add(key)
+            docs.append(doc)
+            ranks.append(None)
+            if len(docs) == cfg.num_negatives:
+                break
+    return docs, ranks
+
+
+def mine(
+    embedder: Any,
+    examples: Sequence[Example],
+    corpus: Sequence[str] | None = None,
+    config: MiningConfig | None = None,
+    model_id: str | None = None,
+    cache_dir: str | Path | None = None,
+) -> MiningResult:
+    """Mine hard negatives for ``examples`` with ``embedder`` (an `M3Embedder` of the interim model)."""
+    cfg = config or MiningConfig()
+    if not examples:
+        raise ValueError("no examples to mine negatives for")
+    for i, ex in enumerate(examples):
+        if not ex.query.strip() or not ex.pos or not all(p.strip() for p in ex.pos):
+            raise ValueError(f"example {i}: needs a non-empty query and at least one non-empty positive")
+    weights = resolve_weights(cfg.weights)
+    pool = build_pool(examples, corpus)
+    norm_pool = [normalize(t) for t in pool]
+    outputs = {"dense"}
+    if cfg.mode == "hybrid" or cfg.teacher_scores:
+        outputs |= {n for n, w in zip(("dense", "sparse", "colbert"), weights, strict=True) if w}
+    outputs_t = tuple(o for o in ("dense", "sparse", "colbert") if o in outputs)
+    common = {"outputs": outputs_t, "batch_size": cfg.batch_size, "model_id": model_id}
+    pool_emb = encode_texts(
+        embedder, pool, side="passage", max_length=cfg.passage_max_length,
+        cache_dir=None if cache_dir is None else Path(cache_dir) / "pool", **common,
+    )  # fmt: skip
+    q_emb = encode_texts(
+        embedder, [e.query for e in examples], side="query", max_length=cfg.query_max_length, **common
+    )
+    depth = max(cfg.rank_range[1], 1)
+    retriever = Retriever(pool_emb, RetrieverConfig(weights=weights, candidates=max(cfg.candidates, depth)))
+    search_mode = "dense" if cfg.mode == "dense" else "all"
+    _, ranked = retriever.search(q_emb, search_mode, k=min(depth, len(pool)), weights=weights)
+
+    index_of = {t: i for i, t in enumerate(pool)}
+    out: list[Example] = []
+    n_topped = n_short = 0
+    for qi, ex in enumerate(examples):
+        rng = np.random.default_rng([cfg.seed, qi])
+        docs, ranks = _sample(ex, ranked[qi], pool, norm_pool, cfg, rng)
+        n_topped += any(r is None for r in ranks)
+        n_short += len(docs) < cfg.num_negatives
+        mined = Example(
+            query=ex.query, pos=list(ex.pos), neg=[pool[d] for d in docs], neg_ranks=ranks,
+            prompt=ex.prompt, type=ex.type, lang=ex.lang, pair_ids=list(ex.pair_ids),
+        )  # fmt: skip
+        if cfg.teacher_scores:
+            from m3core.scoring import hybrid_scores
+
+            ids = np.array([index_of[p] for p in ex.pos] + docs, dtype=np.int64)
+            ms = mode_scores(q_emb, pool_emb, qi, ids, outputs_t)
+            zeros = np.zeros(len(ids), dtype=np.float32)
+            parts = [zeros if p is None else p for p in (ms.dense, ms.sparse, ms.colbert)]
+            teacher = np.asarray(hybrid_scores(*parts, weights=weights), dtype=np.float64).tolist()
+            mined.pos_scores, mined.neg_scores = teacher[: len(ex.pos)], teacher[len(ex.pos) :]
+        out.append(mined)
+    if n_topped:
+        log.warning("%d of %d examples had too few candidates in ranks %s: topped up with random passages",
+                    n_topped, len(out), cfg.rank_range)  # fmt: skip
+    if n_short:
+        log.warning("%d examples have fewer than %d negatives: the pool (%d passages) is too small",
+                    n_short, cfg.num_negatives, len(pool))  # fmt: skip
+    return MiningResult(out, pool, n_topped, n_short)
+
+
+# ---------------------------------------------------------------------------------------------- I/O
+def read_examples(path: str | Path) -> list[Example]:
+    """FlagEmbedding JSONL (``query``, ``pos`` required; ``prompt``/``type``/``lang`` kept)."""
+    path = Path(path)
+    out = []
+    with path.open(encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise ValueError(f"{path}:{n}: not valid JSON ({err.msg})") from err
+            pos = row.get("pos") if isinstance(row, dict) else None
+            if not isinstance(row.get("query"), str) or not isinstance(pos, list) or not pos:
+                raise ValueError(f"{path}:{n}: expected {{'query': str, 'pos': [str, ...]}}")
+            out.append(Example(query=row["query"], pos=[str(p) for p in pos], neg=[str(x) for x in row.get("neg", [])],
+                               prompt=row.get("prompt"), type=row.get("type"), lang=row.get("lang")))  # fmt: skip
+    return out
+
+
+def read_corpus(path: str | Path) -> list[str]:
+    """Passages from ``.jsonl`` (``text``, optional ``title``; BEIR corpus files work) or ``.txt`` (one a line)."""
+    path = Path(path)
+    if path.suffix == ".txt":
+        return [line.rstrip("\n") for line in path.open(encoding="utf-8") if line.strip()]
+    out = []
+    with path.open(encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            row = json.loads(line)
+            if not isinstance(row, dict) or not isinstance(row.get("text"), str):
+                raise ValueError(f"{path}:{n}: expected an object with a 'text' string")
+            title = (row.get("title") or "").strip()
+            out.append(f"{title} {row['text']}".strip() if title else row["text"])
+    return out
+
+
+def write_jsonl(examples: Sequence[Example], path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding="utf-8") as f:
+        for ex in examples:
+            f.write(json.dumps(ex.to_flag_json(), ensure_ascii=False) + "\n")
+    return path
+
+
+def examples_from_warehouse(
+    con: Any, kinds: Sequence[str] | None = None, langs: Sequence[str] | None = None, limit: int | None = None
+) -> list[Example]:
+    """Examples from the `pairs` table: one per distinct query, all its positives (optionally filtered)."""
+    where, params = [], []
+    if kinds:
+        where.append(f"kind IN ({','.join('?' * len(kinds))})")
+        params += list(kinds)
+    if langs:
+        where.append(f"lang IN ({','.join('?' * len(langs))})")
+        params += list(langs)
+    sql = (
+        "SELECT query, list(DISTINCT positive ORDER BY positive), any_value(lang), list(pair_id ORDER BY pair_id) "
+        f"FROM pairs {'WHERE ' + ' AND '.join(where) if where else ''} GROUP BY query ORDER BY query"
+    )
+    if limit:
+        sql += f" LIMIT {int(limit)}"
+    rows = con.execute(sql, params).fetchall()
+    return [Example(query=q, pos=list(p), lang=lang, pair_ids=list(ids)) for q, p, lang, ids in rows]
+
+
+def corpus_from_warehouse(con: Any, langs: Sequence[str] | None = None) -> list[str]:
+    """Every distinct positive of the `pairs` table (optionally of some languages) as the passage pool."""
+    if langs:
+        q = f"SELECT DISTINCT positive FROM pairs WHERE lang IN ({','.join('?' * len(langs))}) ORDER BY 1"
+        return [r[0] for r in con.execute(q, list(langs)).fetchall()]
+    return [r[0] for r in con.execute("SELECT DISTINCT positive FROM pairs ORDER BY 1").fetchall()]
+
+
+def write_warehouse(
+    warehouse: Any, result: MiningResult, config: MiningConfig, model_id: str, run_id: str | None = None
+) -> str:
+    """Insert a mining run and its examples into the warehouse (namespace "negatives"); returns the run id."""
+    import pyarrow as pa
+
+    warehouse.migrate("negatives", MIGRATIONS)
+    now = datetime.now(UTC).replace(tzinfo=None)
+    run_id = run_id or hashlib.sha256(f"{model_id}|{now.isoformat()}".encode()).hexdigest()[:16]
+    exs = result.examples
+    table = pa.table({
+        "example_id": [hashlib.sha256(f"{run_id}|{e.query}".encode()).hexdigest()[:32] for e in exs],
+        "run_id": [run_id] * len(exs),
+        "query": [e.query for e in exs],
+        "pos": [e.pos for e in exs],
+        "neg": [e.neg for e in exs],
+        "neg_ranks": pa.array([e.neg_ranks for e in exs], type=pa.list_(pa.int32())),
+        "pos_scores": pa.array([e.pos_scores for e in exs], type=pa.list_(pa.float64())),
+        "neg_scores": pa.array([e.neg_scores for e in exs], type=pa.list_(pa.float64())),
+        "pair_ids": pa.array([e.pair_ids for e in exs], type=pa.list_(pa.string())),
+        "lang": pa.array([e.lang for e in exs], type=pa.string()),
+        "prompt": pa.array([e.prompt for e in exs], type=pa.string()),
+        "type": pa.array([e.type for e in exs], type=pa.string()),
+        "created_at": [now] * len(exs),
+    })  # fmt: skip
+    con = warehouse.con
+    con.execute("BEGIN TRANSACTION")
+    try:
+        con.execute(
+            "INSERT INTO mining_runs VALUES (?, ?, ?, ?, ?, ?)",
+            [run_id, model_id, json.dumps(asdict(config)), len(exs), result.n_topped_up, now],
+        )
+        con.register("_mined", table)
+        con.execute("INSERT INTO hard_negatives BY NAME SELECT * FROM _mined")
+        con.unregister("_mined")
+        con.execute("COMMIT")
+    except Exception:
+        con.execute("ROLLBACK")
+        raise
+    log.info("warehouse %s: mining run %s with %d examples", warehouse.path, run_id, len(exs))
+    return run_id
