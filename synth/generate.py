@@ -87,7 +87,7 @@ def paragraph_spans(text: str, min_chars: int, max_chars: int) -> list[tuple[int
 
     >>> t = "a" * 50 + "\\n\\n" + "b" * 60 + "\\n\\n" + "c" * 300
     >>> [(s, e) for s, e in paragraph_spans(t, 100, 200)]
-    [(0, 112), (114, 314)]
+    [(0, 112), (114, 314), (314, 414)]
     """
     blocks: list[tuple[int, int]] = []
     for m in re.finditer(r"\S(?:.*?\S)?(?=\n[ \t]*\n|\s*\Z)", text, flags=re.DOTALL):

@@ -1,0 +1,135 @@
+"""Benchmark: the local GGUF models as query generators on real man pages — acceptance rate per language,
+tokens/s on this machine, and the cost of 1,000 queries at a configured price.
+
+Each model runs the same documents and paragraphs (same seed). The baseline is SmolLM2-135M (the smaller
+model), measured in the same run; ratios are gemma3-270m / baseline. The man pages come from the warehouse
+(`--warehouse`, documents of source 'manpages') or, without one, are rendered with groff from
+/usr/share/man into a fresh bench warehouse.
+
+    OMP_WAIT_POLICY=PASSIVE .venv/bin/python bench/synth_models.py --per-lang 6 --threads 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import logging
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from m3core.data.warehouse import Warehouse
+from synth import generate, server, store
+from synth.budget import project_cost
+from synth.config import BudgetConfig, GenerationParams, SelectionConfig, SynthConfig
+
+# man-page directory per language (Debian's layout); "en" is the untranslated top level.
+MAN_DIRS = {"en": "", "de": "de", "fr": "fr", "es": "es", "it": "it", "pt": "pt_BR", "pl": "pl", "ru": "ru",
+            "uk": "uk", "ja": "ja", "zh": "zh_CN", "nl": "nl"}  # fmt: skip
+
+
+def render(path: Path) -> str:
+    data = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+    proc = subprocess.run(["groff", "-man", "-Tutf8", "-P-cbou", "-rLL=100n"], input=data, capture_output=True,
+                          timeout=60, check=False)  # fmt: skip
+    return proc.stdout.decode("utf-8", "replace")
+
+
+def fill_warehouse(wh: Warehouse, langs: list[str], per_lang: int, min_chars: int) -> None:
+    """Render up to 4x `per_lang` section-1 pages per language (the run then picks `per_lang` long ones)."""
+    for lang in langs:
+        base = Path("/usr/share/man") / MAN_DIRS.get(lang, lang) / "man1"
+        files = sorted(p for p in base.glob("*.1*") if p.is_file() and not p.is_symlink())
+        n = 0
+        for f in files[:: max(1, len(files) // (per_lang * 8))]:
+            text = render(f)
+            if len(text) < min_chars:
+                continue
+            wh.con.execute(
+                "INSERT OR IGNORE INTO documents (doc_id, source, location, lang, lang_conf, title, text, n_chars) "
+                "VALUES (?, 'manpages', ?, ?, 1.0, ?, ?, ?)",
+                [f"{lang}:{f.name}", str(f), lang, f.name.split(".")[0], text, len(text)],
+            )
+            n += 1
+            if n >= per_lang * 4:
+                break
+        print(f"  {lang}: {n} pages rendered from {base}")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--langs", default="en,de,fr,es,it,pt,pl,ru,ja,zh")
+    ap.add_argument("--per-lang", type=int, default=6)
+    ap.add_argument("--threads", type=int, default=2, help="llama.cpp threads (1 or 2 on this machine)")
+    ap.add_argument("--models", default="smollm2-135m,gemma3-270m", help="first one is the baseline")
+    ap.add_argument("--warehouse", help="use documents from this warehouse (default: render man pages)")
+    ap.add_argument("--price-in", type=float, default=0.15)
+    ap.add_argument("--price-out", type=float, default=0.60)
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    langs = [x.strip() for x in args.langs.split(",") if x.strip()]
+    out_dir = Path(__file__).resolve().parent / "out"
+    out_dir.mkdir(exist_ok=True)
+    wh_path = Path(args.warehouse) if args.warehouse else out_dir / f"synth-bench-{int(time.time())}.duckdb"
+    prices = BudgetConfig(price_input_per_m=args.price_in, price_output_per_m=args.price_out)
+    results = {}
+    with Warehouse(wh_path) as wh:
+        if not args.warehouse:
+            print(f"rendering man pages into {wh_path}")
+            fill_warehouse(wh, langs, args.per_lang, min_chars=3000)
+        for name in [m.strip() for m in args.models.split(",")]:
+            with server.LocalLLMServer(name, n_threads=args.threads) as srv:
+                cfg = SynthConfig(
+                    endpoint=srv.endpoint(concurrency=1, timeout_s=300),
+                    params=GenerationParams(max_tokens=64, temperature=0.3),
+                    selection=SelectionConfig(
+                        languages=langs, per_language=args.per_lang, min_tokens=300, source="manpages"
+                    ),
+                    budget=prices,
+                )
+                rep = generate.run(cfg, wh, progress=False)
+            p_in, p_out, _n_req = store.mean_tokens(wh.con, srv.alias)
+            rows = store.acceptance_by_language(wh.con, model=srv.alias)
+            acc = sum(r[1] for r in rows) / max(1, sum(r[1] + r[2] for r in rows))
+            cost = project_cost(1000, p_in, p_out, acc, prices)
+            lat = wh.con.execute(
+                "SELECT sum(completion_tokens) / sum(latency_s), sum(prompt_tokens + completion_tokens) / sum(latency_s)"
+                " FROM synth_requests WHERE model = ? AND status = 'ok'",
+                [srv.alias],
+            ).fetchone()
+            results[name] = (rep, rows, acc, cost, lat)
+            print(f"\n== {name} ({args.threads} threads): {rep.message}")
+            print(f"   {'lang':5s} {'acc':>4s} {'rej':>4s} {'rate':>5s}  reasons")
+            reasons: dict[str, list[str]] = {}
+            for lang, reason, n in store.rejection_reasons(wh.con, srv.alias):
+                reasons.setdefault(lang, []).append(f"{reason} {n}")
+            for lang, a, r, rate in rows:
+                print(f"   {lang:5s} {a:4d} {r:4d} {rate:5.0%}  {', '.join(reasons.get(lang, []))}")
+            print(f"   overall acceptance {acc:.0%}; {lat[0]:.1f} generated tokens/s end to end "
+                  f"({lat[1]:.1f} prompt+generated tokens/s); {p_in:.0f} prompt + {p_out:.0f} completion tokens/request")  # fmt: skip
+            print(f"   1,000 queries at ${args.price_in}/M in, ${args.price_out}/M out: ${cost.cost_per_n_requests:.4f} "
+                  f"(requests), ${cost.cost_per_n_accepted:.4f} (accepted)")  # fmt: skip
+        names = list(results)
+        if len(names) >= 2:
+            base, other = results[names[0]], results[names[1]]
+            print(f"\nratio {names[1]} / {names[0]} (baseline, same run): acceptance {other[2] / max(base[2], 1e-9):.2f}x, "
+                  f"generated tokens/s {other[4][0] / max(base[4][0], 1e-9):.2f}x")  # fmt: skip
+            samples = wh.con.execute(
+                "SELECT model, lang, query FROM synth_queries ORDER BY model, lang, query_id"
+            ).fetchall()
+            print("\nsample accepted queries:")
+            seen: set[tuple[str, str]] = set()
+            for model, lang, q in samples:
+                if (model, lang) not in seen:
+                    seen.add((model, lang))
+                    print(f"  [{model} {lang}] {q}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
