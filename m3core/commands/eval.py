@@ -43,6 +43,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--device", default=None, help="cpu, cuda, cuda:1 ... (default: a GPU if there is one)"
     )
     parser.add_argument("--cache-dir", default=None, help="keep corpus/query embeddings here and reuse them")
+    parser.add_argument(
+        "--pooling", choices=["cls", "mean"], default=None, help="override the model's pooling"
+    )
+    parser.add_argument("--query-instruction", default=None, help="prefix for queries (e5: 'query: ')")
+    parser.add_argument("--passage-instruction", default=None, help="prefix for passages (e5: 'passage: ')")
     parser.add_argument("--split", default="test", help="qrels split file name under qrels/ (default test)")
 
 
@@ -68,13 +73,21 @@ def run(args: argparse.Namespace) -> int:
         passage_max_length=args.passage_max_length,
         cache_dir=Path(args.cache_dir) if args.cache_dir else None,
         dense_index=DenseIndexConfig(kind=args.index),
+        passage_instruction=args.passage_instruction,
     )
     sets = load_eval_sets(args.eval_set, split=args.split)
     embedder = None
     if modes:
         from m3core import M3Embedder
 
-        embedder = M3Embedder(args.model, device=args.device, batch_size=args.batch_size, use_fp16=True)
+        embedder = M3Embedder(
+            args.model,
+            device=args.device,
+            batch_size=args.batch_size,
+            use_fp16=True,
+            pooling_method=args.pooling,
+            query_instruction_for_retrieval=args.query_instruction,
+        )
     report = evaluate(embedder, sets, config, model_id=args.model)
     out = (
         Path(args.out) if args.out else m3_home() / "eval" / (Path(args.model).name if args.model else "bm25")

@@ -41,6 +41,7 @@ class EvalConfig:
     passage_max_length: int | None = None
     cache_dir: Path | None = None
     metrics: tuple[str, ...] = METRICS
+    passage_instruction: str | None = None  # prefix for passages (e5-style models want "passage: ")
     dense_index: DenseIndexConfig = field(default_factory=DenseIndexConfig)
 
     def __post_init__(self) -> None:
@@ -70,7 +71,7 @@ def evaluate_set(
         t0 = time.perf_counter()
         corpus = encode_texts(
             embedder,
-            [es.corpus[d] for d in doc_ids],
+            [(config.passage_instruction or "") + es.corpus[d] for d in doc_ids],
             outputs=outputs,
             side="passage",
             batch_size=config.batch_size,
