@@ -1,0 +1,149 @@
+"""Shared helpers for the benches: thread pinning, timing, the fp32 matmul peak, multilingual test texts.
+
+This module needs only the standard library, numpy and torch, and never imports `m3core`: the FlagEmbedding
+driver imports it too, from FlagEmbedding's own venv, so both sides of a comparison pin threads, time and build
+inputs in exactly the same way.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+import time
+from collections.abc import Callable, Sequence
+
+# One sentence per language and script. Written for these benches (not taken from any corpus); mixing them gives
+# inputs that exercise every kind of tokenizer path: Latin with diacritics, Cyrillic, Greek, Arabic and Hebrew
+# (right to left), Devanagari, Thai (no spaces), CJK (no spaces) and Hangul.
+SENTENCES: dict[str, list[str]] = {
+    "en": [
+        "The library closes early on Sundays, so plan your visit before noon.",
+        "A small change in the configuration file fixed the slow start of the server.",
+        "Rivers carry sediment from the mountains down to the wide coastal plains.",
+    ],
+    "de": [
+        "Die Straßenbahn fährt heute wegen Bauarbeiten nur bis zum Hauptbahnhof.",
+        "Bitte überprüfen Sie die Einstellungen, bevor Sie das Programm neu starten.",
+    ],
+    "fr": [
+        "Le marché du samedi propose des légumes frais et du fromage de la région.",
+        "Cette commande affiche la liste des fichiers modifiés depuis la dernière sauvegarde.",
+    ],
+    "es": [
+        "El tren nocturno llega a la estación central poco después de las seis.",
+        "¿Dónde está la biblioteca más cercana con acceso a internet gratuito?",
+    ],
+    "ru": [
+        "Вечером в парке зажглись фонари, и на скамейках собрались соседи.",
+        "Эта программа сжимает файлы без потери качества изображения.",
+    ],
+    "el": ["Το μουσείο είναι ανοιχτό κάθε μέρα εκτός από τη Δευτέρα."],
+    "ar": [
+        "تفتح المكتبة أبوابها في الصباح الباكر وتغلق عند غروب الشمس.",
+        "يمكنك تغيير كلمة المرور من صفحة الإعدادات في أي وقت.",
+    ],
+    "he": ["הרכבת לירושלים יוצאת כל שעה מהתחנה המרכזית."],
+    "hi": ["यह कार्यक्रम आपकी फ़ाइलों को स्वचालित रूप से सुरक्षित रखता है।"],
+    "th": ["ร้านกาแฟเล็กๆ แห่งนี้เปิดทุกวันตั้งแต่เช้าจนถึงค่ำ"],
+    "zh": [
+        "这个命令会列出当前目录中所有被修改过的文件。",
+        "春天的时候，公园里的樱花开得非常漂亮。",
+    ],
+    "ja": [
+        "この設定を変更すると、次回の起動時に反映されます。",
+        "駅の近くに新しいパン屋が開店しました。",
+    ],
+    "ko": ["이 프로그램은 네트워크 연결 상태를 주기적으로 확인합니다."],
+}
+ALL_SENTENCES: list[str] = [s for group in SENTENCES.values() for s in group]
+
+
+def pin_threads(n: int) -> int:
+    """Give torch exactly `n` intra-op threads (and one inter-op thread); returns `n`.
+
+    Call before any torch work: the inter-op pool cannot be resized once used.
+    """
+    import torch
+
+    torch.set_num_threads(n)
+    # Fails once the inter-op pool was used in this process; the intra-op threads are what matter here.
+    with contextlib.suppress(RuntimeError):
+        torch.set_num_interop_threads(1)
+    return torch.get_num_threads()
+
+
+def best_time(fn: Callable[[], object], repeats: int) -> float:
+    """Smallest wall time of `repeats` calls (seconds): the least disturbed run on a shared machine."""
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def matmul_peak_flops(n: int = 2048, repeats: int = 5) -> float:
+    """Measured fp32 FLOP/s of one `n`×`n` @ `n`×`n` torch matmul on the current threads (best of `repeats`)."""
+    import torch
+
+    gen = torch.Generator().manual_seed(0)
+    a = torch.randn(n, n, generator=gen)
+    b = torch.randn(n, n, generator=gen)
+    torch.mm(a, b)  # warm-up: thread pool, allocator
+    seconds = best_time(lambda: torch.mm(a, b), repeats)
+    return 2.0 * n**3 / seconds
+
+
+def make_texts(n: int, sentences_per_text: int | tuple[int, int], seed: int = 0) -> list[str]:
+    """`n` texts, each joining random sentences (mixed languages and scripts, possibly within one text).
+
+    `sentences_per_text` is a count or an inclusive (low, high) range. Deterministic for a given `seed`.
+    """
+    rng = random.Random(seed)
+    low, high = (
+        (sentences_per_text, sentences_per_text)
+        if isinstance(sentences_per_text, int)
+        else sentences_per_text
+    )
+    out = []
+    for i in range(n):
+        k = rng.randint(low, high)
+        # A number makes every text distinct, so no cache or dedup anywhere can make one side look faster.
+        out.append(f"{i}. " + " ".join(rng.choice(ALL_SENTENCES) for _ in range(k)))
+    return out
+
+
+def env_summary(threads: int) -> dict[str, object]:
+    """What a reader needs to compare figures: torch version, threads, CPU model."""
+    import torch
+
+    cpu = "unknown"
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return {
+        "torch": torch.__version__,
+        "threads": threads,
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+    }
+
+
+def print_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
+    """A plain fixed-width table (stdout)."""
+    cells = [[str(h) for h in headers]] + [[str(c) for c in row] for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    for j, row in enumerate(cells):
+        print(
+            "  ".join(
+                c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True))
+            )
+        )
+        if j == 0:
+            print("  ".join("-" * w for w in widths))

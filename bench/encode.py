@@ -1,0 +1,207 @@
+"""Encoding throughput: our `M3Embedder` against FlagEmbedding's `BGEM3FlagModel`, same weights, same inputs.
+
+    .venv/bin/python bench/conformance_flagembedding.py --setup-only   # once: the reference venv
+    .venv/bin/python bench/encode.py [--quick] [--threads 2] [--budgets 8192,16384,65536]
+
+Model: the real multilingual backbone (multilingual-e5-small, 12 layers, hidden 384, from
+`../shared/tools/e5-small/build`) with M3 heads, saved once by our `save_pretrained` so both sides read the
+same files. Inputs: short multilingual sentences (~20-40 tokens) and long passages (~500 tokens). Outputs: the
+dense vector alone, and all three (dense + lexical weights + ColBERT vectors). Each figure is the best of
+`--repeats` full `encode` calls (strings in, numpy out: tokenization, padding and post-processing included),
+after one warm-up call on a slice. The reference runs first, in its own venv (a subprocess), then ours; never
+both at once. Both pin torch to `--threads` intra-op threads.
+
+Model FLOP/s counts the forward pass on the real (unpadded) tokens: per layer 2·n·(4H² + 2·H·F) for the
+projections and feed-forward plus 4·n²·H for attention scores and the weighted sum, plus the heads; the
+fraction is against a large fp32 `torch.mm` measured in the same process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import best_time, env_summary, make_texts, matmul_peak_flops, pin_threads, print_table
+from conformance_flagembedding import (
+    OFFLINE_ENV,
+    ROOT,
+    VENV,
+    build_models,
+    reference_ready,
+    run_reference,
+)
+
+BENCH_DIR = ROOT / ".cache" / "bench"
+
+
+def forward_flops(lengths: list[int], config, colbert_dim: int, outputs: str) -> float:
+    """Forward FLOPs of an encoder over texts of the given (unpadded) token lengths (see module docstring)."""
+    h, f, layers = config.hidden_size, config.intermediate_size, config.num_hidden_layers
+    tokens = sum(lengths)
+    squares = sum(n * n for n in lengths)
+    per_layer = 2 * tokens * (4 * h * h + 2 * h * f) + 4 * squares * h
+    heads = 2 * tokens * h * (colbert_dim + 1) if outputs == "all" else 0
+    return float(layers * per_layer + heads)
+
+
+def prepare_model(workdir: Path) -> Path:
+    """The e5-small backbone with fresh (seeded) heads, saved by us; reused across runs."""
+    target = workdir / "e5"
+    if (target / "colbert_linear.pt").is_file():
+        return target
+    return build_models(workdir, ["e5"])["e5"][0]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="smaller inputs (about a minute)")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=None, help="best of N (default 1, --quick 2)")
+    parser.add_argument("--n-short", type=int, default=None, help="short texts (default 3000, --quick 500)")
+    parser.add_argument("--n-long", type=int, default=None, help="long texts (default 200, --quick 40)")
+    parser.add_argument(
+        "--budgets",
+        default="",
+        help="extra runs of ours with these max_batch_tokens values (comma list), all three outputs",
+    )
+    parser.add_argument("--no-reference", action="store_true", help="ours only (no FlagEmbedding venv)")
+    parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    os.environ.update(OFFLINE_ENV)
+    repeats = args.repeats or (2 if args.quick else 1)
+    n_short = args.n_short or (500 if args.quick else 3000)
+    n_long = args.n_long or (40 if args.quick else 200)
+    if not args.no_reference and not reference_ready():
+        print(
+            f"no FlagEmbedding venv at {VENV}: run conformance_flagembedding.py --setup-only", file=sys.stderr
+        )
+        return 2
+
+    threads = pin_threads(args.threads)
+    peak_start = matmul_peak_flops()
+    BENCH_DIR.mkdir(parents=True, exist_ok=True)
+    model_dir = prepare_model(BENCH_DIR)
+
+    from m3core.embedder import M3Embedder
+
+    emb = M3Embedder(model_dir, use_fp16=False, device="cpu", show_progress=False)
+    cfg = emb.model.backbone.config
+    colbert_dim = emb.model.colbert_head.dim
+    inputs = {
+        "short": (make_texts(n_short, (1, 2), seed=11), 512),
+        "long": (make_texts(n_long, (22, 30), seed=13), 512),
+    }
+    cases = []
+    for name, (texts, max_length) in inputs.items():
+        lengths = [len(x) for x in emb.tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]]
+        for outputs in ("dense", "all"):
+            cases.append(
+                {
+                    "name": name,
+                    "texts": texts,
+                    "max_length": max_length,
+                    "batch_size": 256,  # both libraries' default
+                    "outputs": outputs,
+                    "lengths": lengths,
+                }
+            )
+
+    ref_seconds: dict[tuple[str, str], float] = {}
+    if not args.no_reference:
+        job = {
+            "model_dir": str(model_dir),
+            "out": str(BENCH_DIR / "reference-timings.json"),
+            "repeats": repeats,
+            "cases": [{k: v for k, v in c.items() if k != "lengths"} for c in cases],
+        }
+        run_reference({"task": "bench", "threads": threads, "jobs": [job]}, BENCH_DIR, threads)
+        for r in json.loads(Path(job["out"]).read_text())["results"]:
+            ref_seconds[(r["name"], r["outputs"])] = r["seconds"]
+
+    def time_ours(case: dict, embedder: M3Embedder) -> float:
+        kwargs = {
+            "batch_size": case["batch_size"],
+            "max_length": case["max_length"],
+            "return_dense": True,
+            "return_sparse": case["outputs"] == "all",
+            "return_colbert_vecs": case["outputs"] == "all",
+        }
+        texts = case["texts"]
+        embedder.encode(texts[:32], **kwargs)
+        return best_time(lambda: embedder.encode(texts, **kwargs), repeats)
+
+    ours_seconds = {(c["name"], c["outputs"]): time_ours(c, emb) for c in cases}
+    budget_rows = []
+    for budget in [int(b) for b in args.budgets.split(",") if b.strip()]:
+        emb.max_batch_tokens = budget
+        for c in cases:
+            if c["outputs"] == "all":
+                budget_rows.append((c, budget, time_ours(c, emb)))
+    peak = max(peak_start, matmul_peak_flops())
+
+    rows, figures = [], []
+
+    def add(case: dict, side: str, seconds: float, ratio: str) -> None:
+        tokens = sum(case["lengths"])
+        flops = forward_flops(case["lengths"], cfg, colbert_dim, case["outputs"]) / seconds
+        rows.append(
+            [
+                f"{case['name']} ({len(case['texts'])} texts, {tokens / len(case['texts']):.0f} tok avg)",
+                "dense" if case["outputs"] == "dense" else "dense+sparse+colbert",
+                side,
+                f"{seconds:.2f}",
+                f"{len(case['texts']) / seconds:.1f}",
+                f"{tokens / seconds:.0f}",
+                f"{flops / 1e9:.1f}",
+                f"{100 * flops / peak:.0f}%",
+                ratio,
+            ]
+        )
+        figures.append(
+            {
+                "case": case["name"],
+                "outputs": case["outputs"],
+                "side": side,
+                "seconds": seconds,
+                "tokens": tokens,
+            }
+        )
+
+    for c in cases:
+        key = (c["name"], c["outputs"])
+        ref = ref_seconds.get(key)
+        if ref is not None:
+            add(c, "FlagEmbedding", ref, "")
+        add(c, "ours", ours_seconds[key], f"{ref / ours_seconds[key]:.2f}x" if ref else "")
+    for c, budget, seconds in budget_rows:
+        ref = ref_seconds.get((c["name"], c["outputs"]))
+        add(c, f"ours, max_batch_tokens={budget}", seconds, f"{ref / seconds:.2f}x" if ref else "")
+
+    env = env_summary(threads)
+    print(
+        f"\nencode throughput: {Path(model_dir).name} (hidden {cfg.hidden_size}, {cfg.num_hidden_layers} layers), "
+        f"fp32, CPU '{env['cpu']}', torch {env['torch']}, {threads} threads pinned on both sides, "
+        f"best of {repeats}; fp32 matmul peak {peak / 1e9:.1f} GFLOP/s (2048^3 torch.mm, same run); "
+        f"ours default max_batch_tokens={M3Embedder.__init__.__kwdefaults__['max_batch_tokens']}"
+    )
+    print_table(
+        ["inputs", "outputs", "side", "s", "texts/s", "tokens/s", "model GFLOP/s", "of peak", "ours/ref"],
+        rows,
+    )
+    if args.json:
+        args.json.write_text(json.dumps({"env": env, "peak_flops": peak, "figures": figures}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    t0 = time.perf_counter()
+    code = main()
+    print(f"\n(bench took {time.perf_counter() - t0:.0f} s)")
+    sys.exit(code)
