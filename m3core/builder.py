@@ -35,6 +35,9 @@ class TinyModelSpec:
     intermediate_size: int = 128
     max_tokens: int = 512
     colbert_dim: int | None = None
+    # Wider than BERT's 0.02: in a 2-layer random model the CLS state barely depends on the text at 0.02, and
+    # CLS-pooled dense retrieval then needs far more steps than a test or the embedded default can afford.
+    initializer_range: float = 0.1
     seed: int = 0
 
 
@@ -93,6 +96,7 @@ def build_tiny_model(
             intermediate_size=spec.intermediate_size,
             max_position_embeddings=spec.max_tokens + 2,  # XLM-R reserves padding_idx + 1 = 2 rows
             type_vocab_size=1,
+            initializer_range=spec.initializer_range,
             pad_token_id=1,
             bos_token_id=0,
             eos_token_id=2,

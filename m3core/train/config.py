@@ -1,0 +1,116 @@
+"""`TrainConfig`: every knob of a training run, typed, loaded from YAML/JSON, saved with each checkpoint."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from m3core.train.bucket_sampler import DEFAULT_EDGES
+
+Mode = Literal["dense", "sparse", "colbert"]
+
+
+class TrainConfig(BaseModel):
+    """A training run. Paths are strings so the config round-trips through YAML/JSON unchanged."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # model and data
+    model: str = Field(description="model directory or Hub id (an M3 model or a plain encoder: fresh heads)")
+    output_dir: str
+    train_data: list[str] = Field(description="FlagEmbedding JSONL files or directories")
+    skip_bad_lines: bool = False
+    pooling: Literal["cls", "mean"] | None = Field(None, description="override the model's pooling")
+    extend_positions_to: int | None = Field(
+        None, description="grow the position table to this many tokens first"
+    )
+    query_instruction: str | None = None
+    group_size: int = Field(8, ge=1)
+    query_max_length: int = Field(64, gt=2)
+    passage_max_length: int = Field(512, gt=2)
+
+    # objective (see m3core.train.losses)
+    modes: list[Mode] = Field(default_factory=lambda: ["dense", "sparse", "colbert"])
+    temperature: float = Field(0.02, gt=0)
+    ensemble_weights: tuple[float, float, float] = (1.0, 0.3, 1.0)
+    mode_weights: tuple[float, float, float] = (1.0, 0.1, 1.0)
+    self_distill: bool = True
+    self_distill_start_step: int = Field(0, ge=0)
+    teacher_temperature: float = Field(1.0, gt=0)
+    frozen: list[Literal["encoder", "sparse", "colbert"]] = Field(default_factory=list)
+
+    # batching
+    sampler: Literal["length_bucket", "random"] = "length_bucket"
+    bucket_edges: list[int] = Field(default_factory=lambda: list(DEFAULT_EDGES))
+    tokens_per_batch: int = Field(32768, gt=0, description="passage tokens per rank per step (padded)")
+    max_batch_size: int = Field(64, ge=1)
+    batch_size: int = Field(8, ge=1, description="examples per rank per step for the random sampler")
+    sub_batch_size: int | None = Field(
+        None, ge=1, description="split-batch: encode this many texts at a time"
+    )
+    activation_checkpointing: bool | None = Field(None, description="default: on when sub_batch_size is set")
+    cross_device: Literal["none", "dense", "all"] = "dense"
+
+    # optimization
+    learning_rate: float = Field(1e-5, gt=0)
+    head_learning_rate: float | None = Field(None, gt=0, description="default: learning_rate")
+    weight_decay: float = 0.01
+    warmup_ratio: float = Field(0.1, ge=0, le=1)
+    epochs: int = Field(1, ge=1)
+    max_steps: int | None = Field(None, ge=1)
+    max_grad_norm: float | None = 1.0
+    seed: int = 42
+    bf16: Literal["auto", "on", "off"] = "auto"
+
+    # bookkeeping
+    logging_steps: int = Field(10, ge=1)
+    save_steps: int | None = Field(None, ge=1)
+    save_total_limit: int | None = Field(2, ge=1)
+    report_to: list[Literal["mlflow"]] = Field(default_factory=list)
+    show_progress: bool = True
+
+    @field_validator("bucket_edges")
+    @classmethod
+    def _edges(cls, v: list[int]) -> list[int]:
+        if len(v) < 2 or v != sorted(set(v)) or v[0] < 0:
+            raise ValueError(f"bucket_edges must be increasing non-negative token counts, got {v}")
+        return v
+
+    @model_validator(mode="after")
+    def _consistent(self) -> TrainConfig:
+        if not self.modes:
+            raise ValueError("modes must name at least one of dense, sparse, colbert")
+        if "encoder" in self.frozen and all(m in self.frozen or m == "dense" for m in self.modes):
+            raise ValueError("nothing to train: the encoder is frozen and no trained head is left unfrozen")
+        return self
+
+    @property
+    def use_checkpointing(self) -> bool:
+        return (
+            self.sub_batch_size is not None
+            if self.activation_checkpointing is None
+            else self.activation_checkpointing
+        )
+
+    @classmethod
+    def load(cls, path: str | Path) -> TrainConfig:
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no such config file")
+        text = path.read_text()
+        raw = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+        if not isinstance(raw, dict):
+            raise ValueError(f"{path}: expected a mapping of config keys")
+        try:
+            return cls(**raw)
+        except Exception as err:
+            raise ValueError(f"{path}: {err}") from None
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(
+            yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
+        )

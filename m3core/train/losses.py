@@ -1,0 +1,158 @@
+"""The M3 training objective: per-mode InfoNCE, the ensemble, and self-knowledge distillation.
+
+Given raw relevance scores of each query against the batch's passages (its own group: 1 positive + hard
+negatives, plus every other query's group as in-batch negatives):
+
+    L_m   = InfoNCE(s_m / τ)                     m ∈ {dense, sparse, colbert}, and the ensemble
+    s_int = w1·s_dense + w2·s_lex + w3·s_mul     (defaults 1, 0.3, 1)
+    L     = (λ1·L_dense + λ2·L_lex + λ3·L_mul + L_int) / 4          (λ defaults 1, 0.1, 1)
+    L'_m  = −Σ softmax(s_int / τ).detach() · log softmax(s_m / τ)   (self-distillation: the ensemble teaches)
+    L'    = (λ1·L'_dense + λ2·L'_lex + λ3·L'_mul) / 3
+    total = (L + L') / 2   once `step >= self_distill_start_step`, otherwise L
+
+Why distil from the ensemble: the three modes make different mistakes, so their combination is a better
+teacher than any one of them; the sparse head in particular learns much more from these soft targets than from
+the hard labels (paper, Table 8). The warm-up lets the heads become sensible before they teach.
+
+Everything here works on score matrices, so the loss is testable with small hand-made tensors.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+MODES = ("dense", "sparse", "colbert")
+
+
+def info_nce(scores: torch.Tensor, target: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Cross-entropy of `scores / τ` (`[B, N]`) against the positive's column `target` (`[B]`)."""
+    return F.cross_entropy(scores / temperature, target)
+
+
+def soft_cross_entropy(scores: torch.Tensor, teacher_probs: torch.Tensor, temperature: float) -> torch.Tensor:
+    """−Σ teacher · log softmax(scores / τ), averaged over rows (the self-distillation term)."""
+    return -(teacher_probs * torch.log_softmax(scores / temperature, dim=-1)).sum(-1).mean()
+
+
+def group_scores(scores: torch.Tensor, group_size: int) -> torch.Tensor:
+    """Each query's scores against its own group only: `[B, B·G]` in-batch scores → `[B, G]`."""
+    b = scores.shape[0]
+    return scores.view(b, b, group_size)[torch.arange(b), torch.arange(b)]
+
+
+class M3Loss(nn.Module):
+    """Unified M3 loss with self-distillation; returns every named part (for logging) and `loss`.
+
+    Args:
+        temperature: τ for every softmax (paper/FlagEmbedding: 0.02).
+        ensemble_weights: (w_dense, w_sparse, w_colbert) of the ensemble score s_int.
+        mode_weights: (λ_dense, λ_sparse, λ_colbert) of the per-mode losses.
+        self_distill: add L' (the ensemble teaches each mode).
+        self_distill_start_step: first step that uses L' (warm-up of the heads before).
+        modes: the heads trained; `("dense",)` is the dense-only (unsupervised pre-fine-tuning) stage, where
+            the loss is just L_dense.
+        teacher_temperature: softmax temperature of external teacher scores (`pos_scores`/`neg_scores`).
+    """
+
+    def __init__(
+        self,
+        temperature: float = 0.02,
+        ensemble_weights: Sequence[float] = (1.0, 0.3, 1.0),
+        mode_weights: Sequence[float] = (1.0, 0.1, 1.0),
+        self_distill: bool = True,
+        self_distill_start_step: int = 0,
+        modes: Sequence[str] = MODES,
+        teacher_temperature: float = 1.0,
+    ):
+        super().__init__()
+        if temperature <= 0 or teacher_temperature <= 0:
+            raise ValueError("temperatures must be positive")
+        if len(ensemble_weights) != 3 or len(mode_weights) != 3:
+            raise ValueError("ensemble_weights and mode_weights take three values: (dense, sparse, colbert)")
+        unknown = set(modes) - set(MODES)
+        if unknown or not modes:
+            raise ValueError(f"modes must be a non-empty subset of {MODES}, got {tuple(modes)}")
+        self.temperature = temperature
+        self.ensemble_weights = dict(zip(MODES, ensemble_weights, strict=True))
+        self.mode_weights = dict(zip(MODES, mode_weights, strict=True))
+        self.self_distill = self_distill
+        self.self_distill_start_step = self_distill_start_step
+        self.modes = tuple(m for m in MODES if m in modes)
+        self.teacher_temperature = teacher_temperature
+
+    @property
+    def unified(self) -> bool:
+        return len(self.modes) > 1
+
+    def forward(
+        self,
+        scores: dict[str, torch.Tensor],
+        target: torch.Tensor,
+        *,
+        step: int,
+        dense_wide: torch.Tensor | None = None,
+        dense_wide_target: torch.Tensor | None = None,
+        teacher_scores: torch.Tensor | None = None,
+        group_size: int | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """Compute the loss.
+
+        Args:
+            scores: raw scores per trained mode, each `[B, N]` over the same N passage columns.
+            target: `[B]` column of each query's positive.
+            step: the optimizer step (for the self-distillation warm-up).
+            dense_wide / dense_wide_target: dense scores over more columns (cross-device negatives) and their
+                targets; used for L_dense only. The ensemble always uses `scores["dense"]`.
+            teacher_scores: `[B, G]` external teacher scores of each query's own group (positive first); adds a
+                soft-target term −Σ softmax(t/τ_t) · log softmax(s_group/τ) to each mode's loss.
+            group_size: G, needed with `teacher_scores` (the columns are B groups of G).
+
+        Returns:
+            `{"dense", "sparse", "colbert", "ensemble", "self_distill", "loss"}` — present parts only; `loss` is the
+            total to minimize.
+        """
+        missing = [m for m in self.modes if m not in scores]
+        if missing:
+            raise ValueError(f"scores for {missing} are missing (trained modes: {self.modes})")
+        tau = self.temperature
+        soft = None
+        if teacher_scores is not None:
+            if group_size is None:
+                raise ValueError("group_size is required with teacher_scores")
+            soft = torch.softmax(teacher_scores.float() / self.teacher_temperature, dim=-1)
+
+        def mode_loss(s: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            loss = info_nce(s, t, tau)
+            if soft is not None:
+                loss = loss + soft_cross_entropy(
+                    group_scores(s, group_size) if s.shape[1] != group_size else s, soft, tau
+                )
+            return loss
+
+        parts: dict[str, torch.Tensor] = {}
+        for m in self.modes:
+            if m == "dense" and dense_wide is not None:
+                parts[m] = mode_loss(
+                    dense_wide, dense_wide_target if dense_wide_target is not None else target
+                )
+            else:
+                parts[m] = mode_loss(scores[m], target)
+        if not self.unified:
+            parts["loss"] = parts[self.modes[0]]
+            return parts
+
+        ensemble = sum(self.ensemble_weights[m] * scores[m] for m in self.modes)
+        parts["ensemble"] = mode_loss(ensemble, target)
+        lam = self.mode_weights
+        loss = (sum(lam[m] * parts[m] for m in self.modes) + parts["ensemble"]) / 4
+        if self.self_distill and step >= self.self_distill_start_step:
+            teacher = torch.softmax(ensemble.detach() / tau, dim=-1)
+            distill = sum(lam[m] * soft_cross_entropy(scores[m], teacher, tau) for m in self.modes) / 3
+            parts["self_distill"] = distill
+            loss = (loss + distill) / 2
+        parts["loss"] = loss
+        return parts

@@ -1,0 +1,438 @@
+"""The training loop: length-bucketed split-batch steps, cross-device negatives, checkpoints you can resume.
+
+One step: draw a batch (one length bucket), tokenize its queries and passages, encode both in one forward of
+`DualEncoder` (sub-batches under activation checkpointing when `sub_batch_size` is set — the split-batch
+trick that makes long-text batches fit), score every mode, compute `M3Loss`, step the optimizer.
+Runs alone (`m3 train --config F`) or under `torchrun` (one process per GPU; gloo on CPU).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import shutil
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+from tqdm.auto import tqdm
+from transformers import get_linear_schedule_with_warmup
+
+from m3core.model import M3Model
+from m3core.scoring import colbert_score_matrix, dense_score_matrix, sparse_score_matrix
+from m3core.train.bucket_sampler import LengthBucketBatchSampler, RandomBatchSampler
+from m3core.train.callbacks import JsonlLogger, TrainerCallback, callbacks_for
+from m3core.train.config import TrainConfig
+from m3core.train.data import TrainDataset
+from m3core.train.distributed import gather_with_grad, is_distributed, rank_and_world
+from m3core.train.losses import M3Loss, group_scores
+
+logger = logging.getLogger(__name__)
+
+STATE_FILE = "trainer_state.json"
+
+
+class DualEncoder(nn.Module):
+    """Queries and passages through one M3Model in a single forward (what DDP wraps)."""
+
+    def __init__(self, model: M3Model, sub_batch_size: int | None):
+        super().__init__()
+        self.model, self.sub_batch_size = model, sub_batch_size
+
+    def encode(self, ids: torch.Tensor, mask: torch.Tensor, modes: set[str]) -> dict[str, torch.Tensor]:
+        step = self.sub_batch_size or ids.shape[0]
+        chunks = []
+        for start in range(0, ids.shape[0], step):  # split-batch: activations of one chunk at a time
+            o = self.model(
+                ids[start : start + step],
+                mask[start : start + step],
+                dense="dense" in modes,
+                sparse="sparse" in modes,
+                colbert="colbert" in modes,
+            )
+            chunks.append({k: v for k, v in vars(o).items() if v is not None})
+        return {k: torch.cat([c[k] for c in chunks]) for k in chunks[0]}
+
+    def forward(self, q_ids, q_mask, p_ids, p_mask, modes: tuple[str, ...]):
+        return self.encode(q_ids, q_mask, set(modes)), self.encode(p_ids, p_mask, set(modes))
+
+
+def _rng_state() -> dict[str, Any]:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def latest_checkpoint(output_dir: str | Path) -> Path | None:
+    """The newest complete `checkpoint-N` under `output_dir` (writes are atomic renames)."""
+    found = [p for p in Path(output_dir).glob("checkpoint-*") if (p / STATE_FILE).is_file()]
+    return max(found, key=lambda p: int(p.name.split("-")[1]), default=None)
+
+
+class Trainer:
+    """Train an M3 model as `config` says. `train()` returns the run summary (also saved as JSON)."""
+
+    def __init__(
+        self,
+        config: TrainConfig,
+        callbacks: list[TrainerCallback] | None = None,
+        dataset: TrainDataset | None = None,
+    ):
+        self.config = cfg = config
+        self.rank, self.world = rank_and_world()
+        self.device = torch.device(
+            f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if torch.cuda.is_available() else "cpu"
+        )
+        torch.manual_seed(cfg.seed)
+        random.seed(cfg.seed)
+        np.random.seed(cfg.seed)
+        self.out = Path(cfg.output_dir)
+        self.out.mkdir(parents=True, exist_ok=True)
+
+        model = M3Model.from_pretrained(cfg.model, attn_implementation="sdpa")
+        if cfg.pooling:
+            model.config.pooling = cfg.pooling
+        if cfg.extend_positions_to and cfg.extend_positions_to > model.max_tokens:
+            model.extend_positions(cfg.extend_positions_to)
+        model.check_length(max(cfg.query_max_length, cfg.passage_max_length))
+        model.config.query_max_length, model.config.passage_max_length = (
+            cfg.query_max_length,
+            cfg.passage_max_length,
+        )
+        if "encoder" in cfg.frozen:
+            model.backbone.requires_grad_(False)
+        for head in ("sparse", "colbert"):
+            if head in cfg.frozen or head not in cfg.modes:
+                getattr(model, f"{head}_head").requires_grad_(False)
+        if cfg.use_checkpointing and "encoder" not in cfg.frozen:
+            model.backbone.activation_checkpointing_enable(
+                activation_checkpointing_kwargs={"use_reentrant": False}
+            )
+        self.model = model.to(self.device).train()
+        self.tokenizer = model.tokenizer
+        self.net: nn.Module = DualEncoder(self.model, cfg.sub_batch_size)
+        if is_distributed():
+            self.net = nn.parallel.DistributedDataParallel(
+                self.net, device_ids=[self.device.index] if self.device.type == "cuda" else None
+            )
+        self.use_bf16 = self.device.type == "cuda" and (
+            cfg.bf16 == "on" or (cfg.bf16 == "auto" and torch.cuda.is_bf16_supported())
+        )
+
+        self.dataset = dataset or TrainDataset.from_jsonl(
+            cfg.train_data,
+            skip_bad_lines=cfg.skip_bad_lines,
+            group_size=cfg.group_size,
+            query_instruction=cfg.query_instruction,
+            seed=cfg.seed,
+        )
+        if cfg.sampler == "length_bucket":
+            self.sampler = LengthBucketBatchSampler(
+                self._example_lengths(),
+                cfg.group_size,
+                cfg.tokens_per_batch,
+                cfg.bucket_edges,
+                cfg.max_batch_size,
+                cfg.seed,
+                self.world,
+                self.rank,
+            )
+        else:
+            self.sampler = RandomBatchSampler(
+                len(self.dataset), cfg.batch_size, cfg.seed, self.world, self.rank
+            )
+        steps_per_epoch = len(self.sampler)
+        if steps_per_epoch == 0:
+            raise ValueError(
+                f"no batch can be formed from {len(self.dataset)} examples on {self.world} ranks"
+            )
+        self.total_steps = cfg.max_steps or cfg.epochs * steps_per_epoch
+
+        self.loss_fn = M3Loss(
+            cfg.temperature,
+            cfg.ensemble_weights,
+            cfg.mode_weights,
+            cfg.self_distill,
+            cfg.self_distill_start_step,
+            cfg.modes,
+            cfg.teacher_temperature,
+        )
+        self.optimizer = torch.optim.AdamW(self._param_groups(), lr=cfg.learning_rate)
+        self.scheduler = get_linear_schedule_with_warmup(
+            self.optimizer, int(cfg.warmup_ratio * self.total_steps), self.total_steps
+        )
+        self.step = 0
+        self.callbacks = [
+            JsonlLogger(self.out / "train_log.jsonl"),
+            *callbacks_for(cfg.report_to),
+            *(callbacks or []),
+        ]
+
+    # ------------------------------------------------------------------ set-up helpers
+    def _example_lengths(self) -> list[int]:
+        """Tokens of each example's longest passage (truncated), for the length buckets."""
+        texts, owner = [], []
+        for i, ex in enumerate(self.dataset.examples):
+            for t in ex.pos + ex.neg:
+                texts.append(t)
+                owner.append(i)
+        lengths = np.zeros(len(self.dataset), dtype=np.int64)
+        for start in range(0, len(texts), 4096):
+            enc = self.tokenizer(
+                texts[start : start + 4096], truncation=True, max_length=self.config.passage_max_length
+            )
+            for j, ids in enumerate(enc["input_ids"]):
+                k = owner[start + j]
+                lengths[k] = max(lengths[k], len(ids))
+        return lengths.tolist()
+
+    def _param_groups(self) -> list[dict]:
+        cfg, groups = self.config, []
+        head_lr = cfg.head_learning_rate or cfg.learning_rate
+        for module, lr in (
+            (self.model.backbone, cfg.learning_rate),
+            (self.model.sparse_head, head_lr),
+            (self.model.colbert_head, head_lr),
+        ):
+            decay, no_decay = [], []
+            for name, p in module.named_parameters():
+                if p.requires_grad:
+                    (
+                        no_decay if p.ndim < 2 or "LayerNorm" in name or "norm" in name.lower() else decay
+                    ).append(p)
+            groups += [
+                {"params": decay, "lr": lr, "weight_decay": cfg.weight_decay},
+                {"params": no_decay, "lr": lr, "weight_decay": 0.0},
+            ]
+        groups = [g for g in groups if g["params"]]
+        if not groups:
+            raise ValueError("no trainable parameters (check `frozen` and `modes`)")
+        return groups
+
+    # ------------------------------------------------------------------ one step
+    def _tokenize(self, texts: list[str], max_length: int) -> tuple[torch.Tensor, torch.Tensor]:
+        enc = self.tokenizer(texts, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
+        return enc["input_ids"].to(self.device), enc["attention_mask"].to(self.device)
+
+    def _scores(self, q: dict, p: dict, group: int, in_batch: bool) -> tuple[dict, torch.Tensor, dict]:
+        """Score matrices per mode, the positive's column per query, and the cross-device dense extras."""
+        cfg, modes = self.config, self.loss_fn.modes
+        bq = next(iter(q.values())).shape[0]
+        cross = cfg.cross_device if (in_batch and is_distributed()) else "none"
+        if cross == "all":
+            p = {
+                k: gather_with_grad(
+                    v.float() if v.dtype == torch.bool else v,
+                    pad_value=self.tokenizer.pad_token_id if k == "input_ids" else 0,
+                )
+                for k, v in p.items()
+            }
+        if "colbert_mask" in p:
+            p["colbert_mask"] = p["colbert_mask"].bool()
+        scores = {}
+        if "dense" in modes:
+            scores["dense"] = dense_score_matrix(q["dense"], p["dense"])
+        if "sparse" in modes:
+            scores["sparse"] = sparse_score_matrix(q["sparse"], q["input_ids"], p["sparse"], p["input_ids"])
+        if "colbert" in modes:
+            scores["colbert"] = colbert_score_matrix(
+                q["colbert"], q["colbert_mask"], p["colbert"], p["colbert_mask"]
+            )
+        scores = {k: v.float() for k, v in scores.items()}
+        offset = self.rank * bq if cross == "all" else 0
+        target = (torch.arange(bq, device=self.device) + offset) * group
+        extra: dict[str, torch.Tensor] = {}
+        if cross == "dense" and "dense" in modes:
+            wide = dense_score_matrix(q["dense"], gather_with_grad(p["dense"])).float()
+            extra = {
+                "dense_wide": wide,
+                "dense_wide_target": (torch.arange(bq, device=self.device) + self.rank * bq) * group,
+            }
+        if not in_batch:  # each query against its own group only (e.g. classification data)
+            scores = {k: group_scores(v, group) for k, v in scores.items()}
+            target = torch.zeros(bq, dtype=torch.long, device=self.device)
+        return scores, target, extra
+
+    def train_step(self, indices: list[int]) -> dict[str, float]:
+        cfg = self.config
+        groups = [self.dataset.group(i, self.sampler.epoch) for i in indices]
+        in_batch = all(g.in_batch_negatives for g in groups)
+        q_ids, q_mask = self._tokenize([g.query for g in groups], cfg.query_max_length)
+        p_ids, p_mask = self._tokenize([t for g in groups for t in g.passages], cfg.passage_max_length)
+        teacher = None
+        if all(g.teacher_scores is not None for g in groups):
+            teacher = torch.tensor([g.teacher_scores for g in groups], device=self.device)
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.use_bf16):
+            q, p = self.net(q_ids, q_mask, p_ids, p_mask, self.loss_fn.modes)
+        q["input_ids"], p["input_ids"] = q_ids, p_ids
+        scores, target, extra = self._scores(q, p, cfg.group_size, in_batch)
+        parts = self.loss_fn(
+            scores, target, step=self.step, teacher_scores=teacher, group_size=cfg.group_size, **extra
+        )
+        self.optimizer.zero_grad(set_to_none=True)
+        parts["loss"].backward()
+        if cfg.max_grad_norm:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.step += 1
+        metrics = {k: float(v.detach()) for k, v in parts.items()}
+        metrics["tokens"] = float(q_mask.sum() + p_mask.sum())
+        metrics["padded_tokens"] = float(q_mask.numel() + p_mask.numel())
+        return metrics
+
+    # ------------------------------------------------------------------ checkpoints
+    def save_checkpoint(self) -> Path | None:
+        final = self.out / f"checkpoint-{self.step}"
+        tmp = self.out / f".tmp-checkpoint-{self.step}"
+        if self.rank == 0:
+            shutil.rmtree(tmp, ignore_errors=True)
+            self.model.save_pretrained(tmp)
+            torch.save(self.optimizer.state_dict(), tmp / "optimizer.pt")
+            torch.save(self.scheduler.state_dict(), tmp / "scheduler.pt")
+            self.config.save(tmp / "train_config.yaml")
+        if is_distributed():
+            dist.barrier()
+        tmp.mkdir(parents=True, exist_ok=True)
+        torch.save(_rng_state(), tmp / f"rng_state_{self.rank}.pt")
+        if is_distributed():
+            dist.barrier()
+        if self.rank == 0:
+            state = {"step": self.step, "sampler": self.sampler.state_dict(), "world_size": self.world}
+            (tmp / STATE_FILE).write_text(json.dumps(state))
+            shutil.rmtree(final, ignore_errors=True)
+            os.replace(tmp, final)  # atomic: a run killed mid-save leaves the previous checkpoint intact
+            self._rotate()
+            for cb in self.callbacks:
+                cb.on_save(self.step, final)
+        if is_distributed():
+            dist.barrier()
+        return final
+
+    def _rotate(self) -> None:
+        limit = self.config.save_total_limit
+        ckpts = sorted(
+            (p for p in self.out.glob("checkpoint-*") if (p / STATE_FILE).is_file()),
+            key=lambda p: int(p.name.split("-")[1]),
+        )
+        for old in ckpts[:-limit] if limit else []:
+            shutil.rmtree(old, ignore_errors=True)
+
+    def resume(self, checkpoint: str | Path) -> None:
+        """Restore weights, optimizer, scheduler, sampler position and RNG states from `checkpoint`."""
+        ckpt = Path(checkpoint)
+        state = json.loads((ckpt / STATE_FILE).read_text())
+        if state["world_size"] != self.world:
+            raise ValueError(
+                f"{ckpt} was written by {state['world_size']} processes; this run has {self.world}"
+            )
+        loaded = M3Model.from_pretrained(ckpt)
+        self.model.load_state_dict(loaded.state_dict())
+        self.optimizer.load_state_dict(
+            torch.load(ckpt / "optimizer.pt", map_location=self.device, weights_only=True)
+        )
+        self.scheduler.load_state_dict(torch.load(ckpt / "scheduler.pt", weights_only=True))
+        self.sampler.load_state_dict(state["sampler"])
+        self.step = int(state["step"])
+        _set_rng_state(torch.load(ckpt / f"rng_state_{self.rank}.pt", weights_only=False))
+        logger.info("resumed from %s at step %d", ckpt, self.step)
+
+    # ------------------------------------------------------------------ the loop
+    def train(self, resume_from: str | Path | None = None) -> dict[str, Any]:
+        cfg = self.config
+        if resume_from == "latest":
+            resume_from = latest_checkpoint(self.out)
+        if resume_from:
+            self.resume(resume_from)
+        if self.rank == 0:
+            cfg.save(self.out / "train_config.yaml")
+            for cb in self.callbacks:
+                cb.on_train_begin(cfg)
+        window: dict[str, list[float]] = defaultdict(list)
+        started, tokens_total = time.perf_counter(), 0.0
+        bar = tqdm(
+            total=self.total_steps,
+            initial=self.step,
+            desc="train",
+            unit="step",
+            disable=not cfg.show_progress or self.rank != 0,
+        )
+        last = time.perf_counter()
+        while self.step < self.total_steps:
+            for indices in self.sampler:
+                metrics = self.train_step(indices)
+                now = time.perf_counter()
+                metrics["step_time"], last = now - last, now
+                tokens_total += metrics["tokens"]
+                for k, v in metrics.items():
+                    window[k].append(v)
+                if self.step % cfg.logging_steps == 0 or self.step == self.total_steps:
+                    self._log(window)
+                    window.clear()
+                bar.update(1)
+                bar.set_postfix(
+                    loss=f"{metrics['loss']:.4f}",
+                    tok_s=f"{metrics['tokens'] / metrics['step_time']:.0f}",
+                    s_step=f"{metrics['step_time']:.2f}",
+                )
+                if cfg.save_steps and self.step % cfg.save_steps == 0 and self.step < self.total_steps:
+                    self.save_checkpoint()
+                if self.step >= self.total_steps:
+                    break
+        bar.close()
+        wall = time.perf_counter() - started
+        summary = {
+            "steps": self.step,
+            "epochs_started": self.sampler.epoch + (self.sampler.position > 0),
+            "examples": len(self.dataset),
+            "skipped_lines": dict(self.dataset.skipped),
+            "wall_seconds": round(wall, 2),
+            "tokens_per_second": round(tokens_total / max(wall, 1e-9), 1),
+            "world_size": self.world,
+            "bf16": self.use_bf16,
+        }
+        if self.rank == 0:
+            self.model.save_pretrained(self.out)
+            cfg.save(self.out / "train_config.yaml")
+            (self.out / "train_summary.json").write_text(json.dumps(summary, indent=2))
+            for cb in self.callbacks:
+                cb.on_train_end(summary)
+        if is_distributed():
+            dist.barrier()
+        return summary
+
+    def _log(self, window: dict[str, list[float]]) -> None:
+        metrics = {
+            k: float(np.mean(v))
+            for k, v in window.items()
+            if k not in ("tokens", "padded_tokens", "step_time")
+        }
+        if is_distributed():
+            t = torch.tensor(list(metrics.values()), dtype=torch.float64)
+            dist.all_reduce(t)
+            metrics = dict(zip(metrics, (t / self.world).tolist(), strict=True))
+        time_sum = sum(window["step_time"])
+        metrics["tokens_per_second"] = sum(window["tokens"]) * self.world / max(time_sum, 1e-9)
+        metrics["padding_fraction"] = 1 - sum(window["tokens"]) / max(sum(window["padded_tokens"]), 1)
+        metrics["step_time"] = time_sum / len(window["step_time"])
+        metrics["learning_rate"] = self.scheduler.get_last_lr()[0]
+        if self.rank == 0:
+            logger.info("step %d: %s", self.step, " ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
+            for cb in self.callbacks:
+                cb.on_log(self.step, metrics)

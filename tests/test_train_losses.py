@@ -1,0 +1,130 @@
+"""M3Loss against values computed by hand (plain-Python math on the formulas), including self-distillation."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from m3core.train.losses import M3Loss, group_scores
+
+
+def ce(row: list[float], target: int, tau: float) -> float:
+    """−log softmax(row/τ)[target], by hand."""
+    z = [x / tau for x in row]
+    return -(z[target] - math.log(sum(math.exp(v) for v in z)))
+
+
+def softmax(row: list[float], tau: float) -> list[float]:
+    e = [math.exp(x / tau) for x in row]
+    return [v / sum(e) for v in e]
+
+
+def soft_ce(row: list[float], teacher: list[float], tau: float) -> float:
+    z = [x / tau for x in row]
+    lse = math.log(sum(math.exp(v) for v in z))
+    return -sum(t * (v - lse) for t, v in zip(teacher, z, strict=True))
+
+
+DENSE = [[0.9, 0.1, 0.3, 0.2], [0.2, 0.4, 0.8, 0.0]]
+SPARSE = [[1.5, 0.0, 0.2, 0.1], [0.0, 0.3, 0.9, 0.6]]
+COLBERT = [[0.7, 0.5, 0.1, 0.3], [0.3, 0.2, 0.6, 0.65]]
+TARGET = [0, 2]  # two queries, groups of 2: passages 0-1 belong to query 0, 2-3 to query 1
+
+
+def scores():
+    return {"dense": torch.tensor(DENSE), "sparse": torch.tensor(SPARSE), "colbert": torch.tensor(COLBERT)}
+
+
+def by_hand(tau=0.5, w=(1.0, 0.3, 1.0), lam=(1.0, 0.1, 1.0), distill=True):
+    modes = {"dense": DENSE, "sparse": SPARSE, "colbert": COLBERT}
+    per = {m: sum(ce(s[i], TARGET[i], tau) for i in range(2)) / 2 for m, s in modes.items()}
+    ens = [
+        [w[0] * DENSE[i][j] + w[1] * SPARSE[i][j] + w[2] * COLBERT[i][j] for j in range(4)] for i in range(2)
+    ]
+    per["ensemble"] = sum(ce(ens[i], TARGET[i], tau) for i in range(2)) / 2
+    total = (lam[0] * per["dense"] + lam[1] * per["sparse"] + lam[2] * per["colbert"] + per["ensemble"]) / 4
+    if distill:
+        teachers = [softmax(ens[i], tau) for i in range(2)]
+        sd = {m: sum(soft_ce(s[i], teachers[i], tau) for i in range(2)) / 2 for m, s in modes.items()}
+        per["self_distill"] = (lam[0] * sd["dense"] + lam[1] * sd["sparse"] + lam[2] * sd["colbert"]) / 3
+        total = (total + per["self_distill"]) / 2
+    per["loss"] = total
+    return per
+
+
+def test_unified_loss_with_self_distillation_matches_hand_computation():
+    parts = M3Loss(temperature=0.5)(scores(), torch.tensor(TARGET), step=0)
+    expected = by_hand()
+    assert set(parts) == set(expected)
+    for k, v in expected.items():
+        assert float(parts[k]) == pytest.approx(v, rel=1e-5), k
+
+
+def test_self_distillation_warm_up_switch():
+    loss = M3Loss(temperature=0.5, self_distill_start_step=10)
+    before = loss(scores(), torch.tensor(TARGET), step=9)
+    after = loss(scores(), torch.tensor(TARGET), step=10)
+    assert "self_distill" not in before
+    assert float(before["loss"]) == pytest.approx(by_hand(distill=False)["loss"], rel=1e-5)
+    assert float(after["loss"]) == pytest.approx(by_hand()["loss"], rel=1e-5)
+    off = M3Loss(temperature=0.5, self_distill=False)(scores(), torch.tensor(TARGET), step=100)
+    assert "self_distill" not in off
+
+
+def test_weights_are_constructor_arguments():
+    w, lam = (0.5, 1.0, 2.0), (0.3, 0.7, 0.2)
+    parts = M3Loss(temperature=0.5, ensemble_weights=w, mode_weights=lam)(
+        scores(), torch.tensor(TARGET), step=0
+    )
+    assert float(parts["loss"]) == pytest.approx(by_hand(w=w, lam=lam)["loss"], rel=1e-5)
+
+
+def test_dense_only_stage_is_plain_info_nce():
+    parts = M3Loss(temperature=0.5, modes=("dense",))(scores(), torch.tensor(TARGET), step=0)
+    assert set(parts) == {"dense", "loss"}
+    assert float(parts["loss"]) == pytest.approx(by_hand()["dense"], rel=1e-5)
+
+
+def test_self_distillation_teacher_gets_no_gradient():
+    s = {k: v.clone().requires_grad_(True) for k, v in scores().items()}
+    parts = M3Loss(temperature=0.5)(s, torch.tensor(TARGET), step=0)
+    parts["self_distill"].backward()
+    # d/ds_dense of λ_d·soft_ce(s_dense, teacher)/3 is λ_d/3·(softmax(s/τ) − teacher)/τ per row (÷2 rows): the
+    # teacher is constant, so the gradient is exactly that (no term through the ensemble).
+    tau = 0.5
+    ens = [[DENSE[i][j] + 0.3 * SPARSE[i][j] + COLBERT[i][j] for j in range(4)] for i in range(2)]
+    for i in range(2):
+        p, t = softmax(DENSE[i], tau), softmax(ens[i], tau)
+        for j in range(4):
+            assert float(s["dense"].grad[i, j]) == pytest.approx((p[j] - t[j]) / tau / 3 / 2, abs=1e-6)
+
+
+def test_external_teacher_scores_add_soft_targets():
+    tau, teacher = 0.5, torch.tensor([[2.0, 0.0], [1.0, 1.0]])
+    parts = M3Loss(temperature=tau, modes=("dense",))(
+        scores(), torch.tensor(TARGET), step=0, teacher_scores=teacher, group_size=2
+    )
+    own = [DENSE[0][0:2], DENSE[1][2:4]]
+    soft = [softmax([2.0, 0.0], 1.0), softmax([1.0, 1.0], 1.0)]
+    expected = by_hand(tau=tau)["dense"] + sum(soft_ce(own[i], soft[i], tau) for i in range(2)) / 2
+    assert float(parts["loss"]) == pytest.approx(expected, rel=1e-5)
+
+
+def test_group_scores_and_wide_dense():
+    g = group_scores(torch.tensor(DENSE), 2)
+    assert g.flatten().tolist() == pytest.approx(DENSE[0][0:2] + DENSE[1][2:4])
+    wide = torch.tensor([row + [0.0, 0.5] for row in DENSE])  # two more (other-device) passages
+    parts = M3Loss(temperature=0.5)(scores(), torch.tensor(TARGET), step=0, dense_wide=wide)
+    expected = sum(ce(DENSE[i] + [0.0, 0.5], TARGET[i], 0.5) for i in range(2)) / 2
+    assert float(parts["dense"]) == pytest.approx(expected, rel=1e-5)
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="modes"):
+        M3Loss(modes=("bm25",))
+    with pytest.raises(ValueError, match="missing"):
+        M3Loss()({"dense": torch.tensor(DENSE)}, torch.tensor(TARGET), step=0)
+    with pytest.raises(ValueError, match="three values"):
+        M3Loss(ensemble_weights=(1.0, 1.0))
