@@ -34,7 +34,7 @@ MAN_DIRS = {"en": "", "de": "de", "fr": "fr", "es": "es", "it": "it", "pt": "pt_
 
 def render(path: Path) -> str:
     data = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
-    proc = subprocess.run(["groff", "-man", "-Tutf8", "-P-cbou", "-rLL=100n"], input=data, capture_output=True,
+    proc = subprocess.run(["groff", "-k", "-man", "-Tutf8", "-P-cbou", "-rLL=100n"], input=data, capture_output=True,
                           timeout=60, check=False)  # fmt: skip
     return proc.stdout.decode("utf-8", "replace")
 

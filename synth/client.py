@@ -31,6 +31,8 @@ log = logging.getLogger(__name__)
 
 # Placeholder sent when no key is configured: the SDK refuses an empty key, local servers ignore it.
 NO_KEY = "no-key-required"
+JSON_SCHEMA = "json_schema"
+JSON_OBJECT = "json_object"
 
 
 class FatalEndpointError(RuntimeError):
@@ -141,7 +143,12 @@ class ChatClient:
 
     def __init__(self, endpoint: EndpointConfig, api_key: SecretStr | None = None) -> None:
         self.endpoint = endpoint
-        self._structured = endpoint.structured_output != "none"
+        # Structured-output dialects to try, best first: OpenAI's json_schema (OpenAI, vLLM, Ollama, llama.cpp's
+        # own server) and llama-cpp-python's json_object + schema; "auto" steps down when the server rejects one.
+        mode = endpoint.structured_output
+        self._formats: list[str | None] = {"auto": [JSON_SCHEMA, JSON_OBJECT, None], "none": [None]}.get(
+            mode, [mode]
+        )
         self._lock = threading.Lock()
         key = api_key if api_key is not None else resolve_api_key(endpoint)
         self._client = openai.OpenAI(
@@ -153,8 +160,8 @@ class ChatClient:
 
     @property
     def structured(self) -> bool:
-        """Whether requests currently ask for JSON-schema output."""
-        return self._structured
+        """Whether requests currently ask for schema-constrained output."""
+        return self._formats[0] is not None
 
     def close(self) -> None:
         self._client.close()
@@ -179,12 +186,32 @@ class ChatClient:
         }
         if params.seed is not None:
             kwargs["seed"] = params.seed
-        if self._structured:
+        fmt = self._formats[0]
+        if fmt == JSON_SCHEMA:
             kwargs["response_format"] = {
                 "type": "json_schema",
                 "json_schema": {"name": "question", "schema": QUESTION_SCHEMA, "strict": True},
             }
+        elif fmt == JSON_OBJECT:
+            kwargs["response_format"] = {"type": "json_object", "schema": QUESTION_SCHEMA}
         return kwargs
+
+    def _drop_format(self, fmt: str | None, err: openai.APIStatusError) -> bool:
+        """If `err` is the server refusing response format `fmt` (and "auto" allows it), step down; else False.
+
+        Servers say so differently: OpenAI/vLLM with 400, pydantic-validated servers with 422, and
+        llama-cpp-python with a 500 whose body names `response_format`.
+        """
+        if fmt is None or len(self._formats) < 2 or err.status_code not in (400, 422, 500):
+            return False
+        if err.status_code != 400 and "response_format" not in str(err):
+            return False
+        with self._lock:
+            if self._formats[0] == fmt:
+                self._formats.pop(0)
+                log.warning("endpoint refused response_format %s (HTTP %d); now using %s", fmt, err.status_code,
+                            self._formats[0] or "plain text")  # fmt: skip
+        return True
 
     def complete(self, messages: list[dict[str, str]], params: GenerationParams) -> CallResult:
         """Send `messages`; retry transient failures; return the text and token counts, or the last error."""
@@ -194,6 +221,7 @@ class ChatClient:
         t_start = time.monotonic()
         while attempt < ep.max_attempts:
             attempt += 1
+            fmt = self._formats[0]
             kwargs = self._kwargs(messages, params)
             delay: float | None = None
             try:
@@ -211,21 +239,15 @@ class ChatClient:
                     attempts=attempt,
                     structured="response_format" in kwargs,
                 )
-            except openai.BadRequestError as err:
-                # Servers without structured output reject the parameter: drop it once, for all requests.
-                if "response_format" in kwargs and ep.structured_output == "auto":
-                    with self._lock:
-                        self._structured = False
-                    log.warning("endpoint rejected response_format (HTTP 400); falling back to plain text")
-                    attempt -= 1  # a capability probe, not a failed attempt
-                    continue
-                return self._error(f"HTTP 400: {_short(err)}", attempt, t_start)
             except (openai.AuthenticationError, openai.PermissionDeniedError, openai.NotFoundError) as err:
                 # Never include the request (it carries the key in a header); the status and server text only.
                 raise FatalEndpointError(
                     f"{ep.safe_base_url()} answered HTTP {err.status_code} for model {ep.model!r}: {_short(err)}"
                 ) from None
             except openai.APIStatusError as err:
+                if self._drop_format(fmt, err):
+                    attempt -= 1  # a capability probe, not a failed attempt
+                    continue
                 last_error = f"HTTP {err.status_code}: {_short(err)}"
                 if err.status_code not in (408, 409, 429) and err.status_code < 500:
                     return self._error(last_error, attempt, t_start)

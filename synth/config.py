@@ -31,8 +31,9 @@ class EndpointConfig(BaseModel):
     # Cap on a server-directed wait: a Retry-After larger than this is clamped, never obeyed blindly.
     retry_after_max_s: float = Field(120.0, ge=0)
     concurrency: int = Field(2, ge=1, le=256)
-    # "auto": ask for JSON-schema output and fall back to plain text if the server refuses the parameter.
-    structured_output: Literal["auto", "json_schema", "none"] = "auto"
+    # "auto": ask for OpenAI-style json_schema output, then llama-cpp-python's json_object+schema, then plain
+    # text, stepping down when the server refuses the parameter.
+    structured_output: Literal["auto", "json_schema", "json_object", "none"] = "auto"
 
     @field_validator("base_url")
     @classmethod

@@ -51,6 +51,7 @@ class Item:
 
     doc_id: str
     lang: str
+    title: str
     para_start: int
     para_end: int
     paragraph: str
@@ -171,7 +172,7 @@ def plan(con: duckdb.DuckDBPyConnection, config: SynthConfig) -> list[Item]:
         shown = "\n".join(line.strip() for line in paragraph.splitlines())
         messages = build_messages(lang, title, shown)
         key = request_key(config.endpoint.model, messages, config.params, structured)
-        items.append(Item(doc_id, lang, span[0], span[1], paragraph, messages, key))
+        items.append(Item(doc_id, lang, title, span[0], span[1], paragraph, messages, key))
     return items
 
 
@@ -205,7 +206,7 @@ class _Run:
         if item.key in self.decided:
             return
         self.decided.add(item.key)
-        verdict = self.validator.check(text, item.paragraph, item.lang)
+        verdict = self.validator.check(text, item.paragraph, item.lang, item.title)
         row = {
             "request_key": item.key, "doc_id": item.doc_id, "lang": item.lang, "para_start": item.para_start,
             "para_end": item.para_end, "model": self.config.endpoint.model, "prompt_version": PROMPT_VERSION,

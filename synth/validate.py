@@ -1,7 +1,9 @@
 """Validation of generated queries: every rejection carries a reason that is stored and counted.
 
 Checks, in order (the first failure is the reason): parseable and non-empty, length bounds, same language
-as the document (language ID), not a verbatim copy of the paragraph, not a duplicate of an accepted query.
+as the document (language ID), not the prompt's worked example, not a verbatim copy of the paragraph, at
+least one word shared with the paragraph or title (a cheap "answerable from it" test), not a duplicate of
+an accepted query.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from dataclasses import dataclass
 
 from synth.client import parse_question
 from synth.config import ValidationConfig
-from synth.prompts import base_lang
+from synth.prompts import EXAMPLES, base_lang
 
 # Reasons, as stored in `synth_rejections.reason`.
 EMPTY = "empty"
@@ -23,7 +25,10 @@ TOO_LONG = "too-long"
 WRONG_LANGUAGE = "wrong-language"
 COPIED = "copied-span"
 DUPLICATE = "duplicate"
-REASONS = (EMPTY, TOO_SHORT, TOO_LONG, WRONG_LANGUAGE, COPIED, DUPLICATE)
+PROMPT_EXAMPLE = "prompt-example"  # the model repeated the worked example from the prompt
+OFF_TOPIC = "off-topic"  # shares no word with the paragraph or title: not answerable from it
+REASONS = (EMPTY, TOO_SHORT, TOO_LONG, WRONG_LANGUAGE, PROMPT_EXAMPLE, COPIED, OFF_TOPIC, DUPLICATE)
+_WORD = re.compile(r"[\u2e80-\u9fff\uac00-\ud7af]{2}|[^\W\d_]{4,}|\w*\d\w*|-{1,2}\w+")
 
 
 @dataclass(frozen=True)
@@ -47,6 +52,22 @@ def normalize(text: str) -> str:
     text = unicodedata.normalize("NFKC", text).casefold()
     text = " ".join(text.split())
     return re.sub(r"[\s?？!！.。:：;；]+$", "", text)
+
+
+_EXAMPLE_NORMS = {normalize(q) for _, q in EXAMPLES.values()}
+
+
+def content_words(text: str) -> set[str]:
+    """Words of 4+ letters, tokens with digits, options (-a, --all), and CJK character bigrams, case-folded.
+
+    >>> sorted(content_words("Wie entpackt tar -x ein Archiv?"))
+    ['-x', 'archiv', 'entpackt']
+    """
+    text = normalize(text)
+    words = set(_WORD.findall(text))
+    cjk = re.sub(r"[^\u2e80-\u9fff\uac00-\ud7af]", "", text)
+    words.update(cjk[i : i + 2] for i in range(len(cjk) - 1))
+    return words
 
 
 def detect_language(text: str, k: int = 1) -> list[tuple[str, float]]:
@@ -83,8 +104,8 @@ class Validator:
         self._seen = set(seen or ())
         self._lock = threading.Lock()
 
-    def check(self, raw_text: str | None, paragraph: str, doc_lang: str) -> Verdict:
-        """Validate a raw model reply for a paragraph of a document in `doc_lang`."""
+    def check(self, raw_text: str | None, paragraph: str, doc_lang: str, title: str = "") -> Verdict:
+        """Validate a raw model reply for a paragraph (of a document titled `title`) in `doc_lang`."""
         cfg = self.config
         query = parse_question(raw_text)
         if not query:
@@ -100,9 +121,17 @@ class Validator:
         if want not in {lang for lang, _ in guesses}:
             return Verdict(False, query, WRONG_LANGUAGE, f"detected {top_lang} ({top_conf:.2f}), want {want}",
                            top_lang, top_conf)  # fmt: skip
+        if normalize(query) in _EXAMPLE_NORMS:
+            return Verdict(
+                False, query, PROMPT_EXAMPLE, "repeats the prompt's worked example", top_lang, top_conf
+            )
         frac = copied_fraction(query, paragraph)
         if frac >= cfg.max_copied_fraction:
             return Verdict(False, query, COPIED, f"{frac:.0%} copied from the paragraph", top_lang, top_conf)
+        if not content_words(query) & content_words(f"{title} {paragraph}"):
+            return Verdict(
+                False, query, OFF_TOPIC, "no word in common with the paragraph", top_lang, top_conf
+            )
         key = normalize(query)
         with self._lock:
             if key in self._seen:

@@ -17,6 +17,7 @@ from m3core.data.warehouse import Warehouse
 from synth import generate, store
 from synth.client import FatalEndpointError
 from synth.config import BudgetConfig, EndpointConfig, SelectionConfig, SynthConfig
+from synth.prompts import EXAMPLES
 
 SECRET = "sk-test-7f3c9a1e5b2d48c6-DO-NOT-LEAK"
 
@@ -37,10 +38,14 @@ DOCS = [
      '{"question": "How do I copy directories recursively with cp?"}', "wrong-language"),
     ("rmfix", "fr", "La commande rm supprime des fichiers; avec l'option -i elle demande une confirmation avant chaque suppression.",
      '{"question": "La commande rm supprime des fichiers"}', "copied-span"),
-    ("mvfix", "es", "El programa mv mueve o renombra archivos y directorios dentro del mismo sistema de archivos.",
+    ("mvfix", "es", "El programa mv mueve archivos; para contar las líneas que coinciden se usa la opción -c de grep.",
      '{"question": "¿Qué opción de grep cuenta las líneas que coinciden sin mostrarlas?"}', "duplicate"),
     ("catfix", "de", "Das Programm cat gibt den Inhalt von Dateien hintereinander auf der Standardausgabe aus.",
      '{"question": ""}', "empty"),
+    ("dffix", "de", "Das Programm df zeigt an, wie viel Speicherplatz auf den eingehängten Dateisystemen frei ist.",
+     '{"question": "Wie kocht man eine gute Gemüsesuppe im Winter?"}', "off-topic"),
+    ("lnfix", "fr", "La commande ln crée des liens entre fichiers; l'option -s crée des liens symboliques.",
+     '{"question": "' + EXAMPLES["fr"][1] + '"}', "prompt-example"),
 ]  # fmt: skip
 # Faults per document title, served on successive attempts before the good answer.
 FAULTS = {"tarfix": ["429"], "lsfix": ["500", "500"], "grepfix": ["malformed"], "cpfix": ["slow"],
@@ -207,7 +212,7 @@ def test_faults_retry_counts_and_rerun_is_free(fake_llm, warehouse, monkeypatch,
     assert tokens[:2] == (100 * len(DOCS), 20 * len(DOCS))
     assert tokens[2] == pytest.approx((100 * 0.15 + 20 * 0.60) * len(DOCS) / 1e6)
     by_lang = {lang: (a, r) for lang, a, r, _ in rep.by_language}
-    assert by_lang == {"de": (1, 2), "es": (1, 1), "fr": (1, 1)}
+    assert by_lang == {"de": (1, 3), "es": (1, 1), "fr": (1, 2)}
 
     # Rerun: nothing is sent, nothing is decided twice.
     successes, total = srv.successes, sum(srv.attempts.values())

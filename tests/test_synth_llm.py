@@ -34,7 +34,7 @@ def render_man_page(path: Path) -> str:
     """A man page as plain text through groff (what `man -l` does), overstrike removed."""
     data = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
     out = subprocess.run(
-        ["groff", "-man", "-Tutf8", "-P-cbou", "-rLL=100n"],
+        ["groff", "-k", "-man", "-Tutf8", "-P-cbou", "-rLL=100n"],
         input=data,
         capture_output=True,
         check=True,

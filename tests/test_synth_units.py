@@ -159,8 +159,10 @@ def test_prompts_are_in_the_document_language_and_versioned():
         ("ja", "質問"),
         ("pt_BR", "pergunta"),
     ]:
-        user = build_messages(lang, "t", "p")[1]["content"]
-        assert word in user and "p" in user
+        messages = build_messages(lang, "t", "PARA-XYZ")
+        assert word in messages[-1]["content"] and "PARA-XYZ" in messages[-1]["content"]
+        # the worked example is in the same language as the instruction
+        assert messages[2]["role"] == "assistant" and validate.detect_language(messages[2]["content"])[0][0] == lang[:2]
 
 
 def test_endpoint_config_validates_and_hides_credentials():
