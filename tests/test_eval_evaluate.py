@@ -63,7 +63,7 @@ def test_evaluate_every_mode_and_write_report(tiny_embedder, tmp_path):
     md = paths["markdown"].read_text()
     assert "| en |" in md and "| zh |" in md and "bm25" in md
     assert paths["png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert (tmp_path / "cache" / "toy-en" / "corpus" / "meta.json").exists()
+    assert len(list((tmp_path / "cache").glob("passage-*/meta.json"))) == 2  # one per distinct corpus
 
 
 def _run_cli(argv):

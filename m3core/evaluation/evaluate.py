@@ -18,7 +18,7 @@ import numpy as np
 from m3core.evaluation.beir import EvalSet
 from m3core.evaluation.bm25 import BM25Index
 from m3core.evaluation.metrics import METRICS, evaluate_run
-from m3core.retrieval.corpus import encode_texts
+from m3core.retrieval.corpus import cache_key, encode_texts
 from m3core.retrieval.dense import DenseIndexConfig
 from m3core.retrieval.retriever import MODES, Retriever, RetrieverConfig, outputs_for
 
@@ -67,26 +67,36 @@ def evaluate_set(
     seconds: dict[str, float] = {}
     if config.modes:
         outputs = outputs_for(list(config.modes))
-        cache = None if config.cache_dir is None else Path(config.cache_dir) / es.name
+        passages = [(config.passage_instruction or "") + es.corpus[d] for d in doc_ids]
+        query_texts = [es.queries[q] for q in query_ids]
+
+        def cache_for(texts: list[str], side: str, max_length: int | None) -> Path | None:
+            # Keyed by content, not by set name: cross-lingual sets share one corpus (e.g. English pages),
+            # which is then encoded once.
+            if config.cache_dir is None:
+                return None
+            key = cache_key(model_id or "", texts, outputs, max_length, side)
+            return Path(config.cache_dir) / f"{side}-{key[:20]}"
+
         t0 = time.perf_counter()
         corpus = encode_texts(
             embedder,
-            [(config.passage_instruction or "") + es.corpus[d] for d in doc_ids],
+            passages,
             outputs=outputs,
             side="passage",
             batch_size=config.batch_size,
             max_length=config.passage_max_length,
-            cache_dir=None if cache is None else cache / "corpus",
+            cache_dir=cache_for(passages, "passage", config.passage_max_length),
             model_id=model_id,
         )
         queries = encode_texts(
             embedder,
-            [es.queries[q] for q in query_ids],
+            query_texts,
             outputs=outputs,
             side="query",
             batch_size=config.batch_size,
             max_length=config.query_max_length,
-            cache_dir=None if cache is None else cache / "queries",
+            cache_dir=cache_for(query_texts, "query", config.query_max_length),
             model_id=model_id,
         )
         seconds["encode"] = time.perf_counter() - t0
