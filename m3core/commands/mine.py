@@ -33,6 +33,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default="translated",
         help="which English man pages",
     )
+    p.add_argument(
+        "--docs", type=Path, metavar="DIR", help="directory of .txt/.md documents (lang from subdir)"
+    )
     p.add_argument("--jsonl", nargs="+", type=Path, metavar="FILE", help="JSONL files of pairs or documents")
     p.add_argument(
         "--parquet", nargs="+", type=Path, metavar="FILE", help="Parquet files of pairs or documents"
@@ -61,6 +64,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def build_sources(args: argparse.Namespace) -> list:
     """The sources the arguments name, in a fixed order (man pages last: cross-lingual derivation)."""
+    from m3core.data.sources.documents import DocumentDirSource
     from m3core.data.sources.files import FieldMap, JsonlSource, ParquetSource, RowMapper
     from m3core.data.sources.gettext import DEFAULT_GLOBS, GettextSource
     from m3core.data.sources.hf import HFDatasetSource
@@ -74,6 +78,8 @@ def build_sources(args: argparse.Namespace) -> list:
                 tuple(args.gettext) or DEFAULT_GLOBS, max_catalogs_per_language=args.max_catalogs_per_language
             )
         )
+    if args.docs:
+        sources.append(DocumentDirSource(args.docs, args.name or "documents", args.lang))
     if args.jsonl:
         sources.append(JsonlSource(args.jsonl, RowMapper(args.name or "jsonl", fields, args.lang, args.kind)))
     if args.parquet:
@@ -91,7 +97,7 @@ def build_sources(args: argparse.Namespace) -> list:
             )
         )
     if not sources:
-        raise ValueError("no source given: use --gettext, --manpages, --jsonl, --parquet or --hf")
+        raise ValueError("no source given: use --gettext, --manpages, --docs, --jsonl, --parquet or --hf")
     return sources
 
 

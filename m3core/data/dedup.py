@@ -9,6 +9,7 @@ warehouse so a later run checks new documents against everything already there.
 from __future__ import annotations
 
 import re
+import zlib
 
 import numpy as np
 
@@ -18,7 +19,7 @@ _NON_WORD = re.compile(r"[\W_]+")
 NUM_PERM = 64
 SHINGLE = 5
 SCHEME = "affine32"  # datasketch 2 asks for the hashing scheme when rebuilding from stored values
-MAX_SHINGLE_CHARS = 30_000  # documents beyond this compare on their first 30k characters
+MAX_SHINGLE_CHARS = 20_000  # documents beyond this compare on their first 20k characters
 
 
 def fold(text: str) -> str:
@@ -36,12 +37,13 @@ def near_key(kind: str, query: str, positive: str) -> str:
 
 
 def minhash_signature(text: str, num_perm: int = NUM_PERM) -> bytes:
-    """MinHash (datasketch, fixed seed) over the set of character 5-grams of the folded text."""
+    """MinHash (datasketch, fixed seed) (crc32 hashes) over the set of character 5-grams of the folded text."""
     from datasketch import MinHash
 
     folded = " ".join(text.casefold().split())[:MAX_SHINGLE_CHARS]
     shingles = {folded[i : i + SHINGLE] for i in range(max(1, len(folded) - SHINGLE + 1))}
-    mh = MinHash(num_perm=num_perm, seed=1, scheme=SCHEME)
+    # crc32 (C) instead of datasketch's default sha1-per-shingle: 10x faster, stable across processes.
+    mh = MinHash(num_perm=num_perm, seed=1, scheme=SCHEME, hashfunc=zlib.crc32)
     mh.update_batch([s.encode("utf-8") for s in shingles])
     return mh.hashvalues.astype(np.uint64).tobytes()
 
@@ -75,7 +77,8 @@ class NearDuplicateIndex:
         from datasketch import MinHashLSH
 
         if lang not in self._lsh:
-            self._lsh[lang] = MinHashLSH(threshold=self.threshold, num_perm=self.num_perm)
+            # A lower LSH threshold for candidates (recall), confirmed against `threshold` in find().
+            self._lsh[lang] = MinHashLSH(threshold=max(0.5, self.threshold - 0.2), num_perm=self.num_perm)
         return self._lsh[lang]
 
     def find(self, lang: str, sig: bytes) -> str | None:

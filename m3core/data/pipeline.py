@@ -37,7 +37,8 @@ class MineConfig:
     batch_size: int = 20_000
     limits: LengthLimits = field(default_factory=LengthLimits)
     lid_min_chars: int = 25
-    lid_min_conf: float = 0.9
+    lid_min_conf: float = 0.6
+    lid_max_declared_conf: float = 0.05
     near_dup_threshold: float = 0.9
     max_per_language: int | None = None  # new pairs per (source, language) this run; the rest are counted
     derive_crosslingual: bool = True
@@ -64,7 +65,11 @@ _LID: LanguageIdentifier | None = None
 def _lid(cfg: MineConfig) -> LanguageIdentifier:
     global _LID  # one model per worker process, loaded on first use
     if _LID is None:
-        _LID = LanguageIdentifier(min_chars=cfg.lid_min_chars, min_conf=cfg.lid_min_conf)
+        _LID = LanguageIdentifier(
+            min_chars=cfg.lid_min_chars,
+            min_conf=cfg.lid_min_conf,
+            max_declared_conf=cfg.lid_max_declared_conf,
+        )
     return _LID
 
 
