@@ -64,6 +64,59 @@ class DualEncoder(nn.Module):
         return self.encode(q_ids, q_mask, set(modes)), self.encode(p_ids, p_mask, set(modes))
 
 
+def batch_scores(
+    q: dict[str, torch.Tensor],
+    p: dict[str, torch.Tensor],
+    modes: tuple[str, ...],
+    group_size: int,
+    in_batch: bool = True,
+    cross_device: str = "none",
+    pad_id: int = 1,
+) -> tuple[dict[str, torch.Tensor], torch.Tensor, dict[str, torch.Tensor]]:
+    """Score matrices per mode for this rank's queries, the positive's column per query, and `M3Loss` extras.
+
+    `q`/`p` hold the encoder outputs (`dense`, `sparse`, `colbert`, `colbert_mask`, `input_ids`) of B queries and
+    their B·G passages (each query's group contiguous, positive first). `cross_device`: `none` — in-batch
+    negatives of this rank; `all` — every mode scores against the passages of all ranks; `dense` — only the dense
+    loss does (`dense_wide`), the ensemble and the other modes stay in-batch (FlagEmbedding's choice: gathering
+    token-level sparse/ColBERT outputs costs memory).
+    """
+    bq = next(iter(q.values())).shape[0]
+    rank, _ = rank_and_world()
+    if not is_distributed():
+        cross_device = "none"
+    if cross_device == "all":
+        p = {
+            k: gather_with_grad(
+                v.float() if v.dtype == torch.bool else v, pad_value=pad_id if k == "input_ids" else 0
+            )
+            for k, v in p.items()
+        }
+    if "colbert_mask" in p:
+        p["colbert_mask"] = p["colbert_mask"].bool()
+    scores = {}
+    if "dense" in modes:
+        scores["dense"] = dense_score_matrix(q["dense"], p["dense"])
+    if "sparse" in modes:
+        scores["sparse"] = sparse_score_matrix(q["sparse"], q["input_ids"], p["sparse"], p["input_ids"])
+    if "colbert" in modes:
+        scores["colbert"] = colbert_score_matrix(
+            q["colbert"], q["colbert_mask"], p["colbert"], p["colbert_mask"]
+        )
+    scores = {k: v.float() for k, v in scores.items()}
+    device = scores[modes[0]].device
+    local = torch.arange(bq, device=device)
+    target = (local + (rank * bq if cross_device == "all" else 0)) * group_size
+    extra: dict[str, torch.Tensor] = {}
+    if cross_device == "dense" and "dense" in modes:
+        wide = dense_score_matrix(q["dense"], gather_with_grad(p["dense"])).float()
+        extra = {"dense_wide": wide, "dense_wide_target": (local + rank * bq) * group_size}
+    if not in_batch:  # each query against its own group only (e.g. classification data)
+        scores = {k: group_scores(v, group_size) for k, v in scores.items()}
+        target = torch.zeros(bq, dtype=torch.long, device=device)
+    return scores, target, extra
+
+
 def _rng_state() -> dict[str, Any]:
     state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
@@ -230,45 +283,6 @@ class Trainer:
         enc = self.tokenizer(texts, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
         return enc["input_ids"].to(self.device), enc["attention_mask"].to(self.device)
 
-    def _scores(self, q: dict, p: dict, group: int, in_batch: bool) -> tuple[dict, torch.Tensor, dict]:
-        """Score matrices per mode, the positive's column per query, and the cross-device dense extras."""
-        cfg, modes = self.config, self.loss_fn.modes
-        bq = next(iter(q.values())).shape[0]
-        cross = cfg.cross_device if (in_batch and is_distributed()) else "none"
-        if cross == "all":
-            p = {
-                k: gather_with_grad(
-                    v.float() if v.dtype == torch.bool else v,
-                    pad_value=self.tokenizer.pad_token_id if k == "input_ids" else 0,
-                )
-                for k, v in p.items()
-            }
-        if "colbert_mask" in p:
-            p["colbert_mask"] = p["colbert_mask"].bool()
-        scores = {}
-        if "dense" in modes:
-            scores["dense"] = dense_score_matrix(q["dense"], p["dense"])
-        if "sparse" in modes:
-            scores["sparse"] = sparse_score_matrix(q["sparse"], q["input_ids"], p["sparse"], p["input_ids"])
-        if "colbert" in modes:
-            scores["colbert"] = colbert_score_matrix(
-                q["colbert"], q["colbert_mask"], p["colbert"], p["colbert_mask"]
-            )
-        scores = {k: v.float() for k, v in scores.items()}
-        offset = self.rank * bq if cross == "all" else 0
-        target = (torch.arange(bq, device=self.device) + offset) * group
-        extra: dict[str, torch.Tensor] = {}
-        if cross == "dense" and "dense" in modes:
-            wide = dense_score_matrix(q["dense"], gather_with_grad(p["dense"])).float()
-            extra = {
-                "dense_wide": wide,
-                "dense_wide_target": (torch.arange(bq, device=self.device) + self.rank * bq) * group,
-            }
-        if not in_batch:  # each query against its own group only (e.g. classification data)
-            scores = {k: group_scores(v, group) for k, v in scores.items()}
-            target = torch.zeros(bq, dtype=torch.long, device=self.device)
-        return scores, target, extra
-
     def train_step(self, indices: list[int]) -> dict[str, float]:
         cfg = self.config
         groups = [self.dataset.group(i, self.sampler.epoch) for i in indices]
@@ -281,7 +295,10 @@ class Trainer:
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.use_bf16):
             q, p = self.net(q_ids, q_mask, p_ids, p_mask, self.loss_fn.modes)
         q["input_ids"], p["input_ids"] = q_ids, p_ids
-        scores, target, extra = self._scores(q, p, cfg.group_size, in_batch)
+        cross = cfg.cross_device if in_batch else "none"
+        scores, target, extra = batch_scores(
+            q, p, self.loss_fn.modes, cfg.group_size, in_batch, cross, self.tokenizer.pad_token_id
+        )
         parts = self.loss_fn(
             scores, target, step=self.step, teacher_scores=teacher, group_size=cfg.group_size, **extra
         )
