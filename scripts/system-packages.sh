@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # Debian packages the embedded default mines real data from: translated man pages (long documents per
-# language), man-db/groff to render them, gettext (msgfmt) for tests that compile .po catalogs.
+# language), mandoc (fast renderer; groff is the fallback) and man-db/groff to render them, gettext (msgfmt) for tests that compile .po catalogs.
 # Idempotent: installs only what is missing; runs `apt-get update` once, only when something is missing.
 # Not root (or no apt-get): prints what to install and exits 0, so `make setup` still works.
 set -euo pipefail
 
-WANTED=(groff-base man-db gettext manpages manpages-dev
+WANTED=(mandoc groff-base man-db gettext manpages manpages-dev
   manpages-cs manpages-da manpages-de manpages-el manpages-es manpages-fi manpages-fr manpages-hu
   manpages-id manpages-it manpages-ja manpages-mk manpages-nb manpages-nl manpages-pl manpages-pt-br
   manpages-ro manpages-ru manpages-sr manpages-sv manpages-tr manpages-uk manpages-vi manpages-zh)
