@@ -118,15 +118,24 @@ def batch_scores(
 
 
 def _rng_state() -> dict[str, Any]:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    """All RNG states as tensors and plain values, so a checkpoint loads with `weights_only=True`."""
+    version, mt, gauss = random.getstate()
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    state = {
+        "python": [version, list(mt), gauss],
+        "numpy": [name, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached],
+        "torch": torch.get_rng_state(),
+    }
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 
 
 def _set_rng_state(state: dict[str, Any]) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    version, mt, gauss = state["python"]
+    random.setstate((version, tuple(mt), gauss))
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -367,7 +376,11 @@ class Trainer:
         self.scheduler.load_state_dict(torch.load(ckpt / "scheduler.pt", weights_only=True))
         self.sampler.load_state_dict(state["sampler"])
         self.step = int(state["step"])
-        _set_rng_state(torch.load(ckpt / f"rng_state_{self.rank}.pt", weights_only=False))
+        _set_rng_state(torch.load(ckpt / f"rng_state_{self.rank}.pt", weights_only=True))
+        log = self.out / "train_log.jsonl"
+        if self.rank == 0 and log.is_file():  # drop what the interrupted run logged after this checkpoint
+            kept = [x for x in log.read_text().splitlines() if json.loads(x)["step"] <= self.step]
+            log.write_text("".join(x + "\n" for x in kept))
         logger.info("resumed from %s at step %d", ckpt, self.step)
 
     # ------------------------------------------------------------------ the loop
