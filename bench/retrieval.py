@@ -63,6 +63,12 @@ def main() -> int:
 
     torch.set_num_threads(args.threads)
     faiss.omp_set_num_threads(args.threads)
+    try:  # numpy's BLAS pool too: small ColBERT matmuls slow down badly when its threads fight for cores
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(args.threads)
+    except ImportError:
+        pass
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
     from m3core import M3Embedder, scoring
