@@ -3,7 +3,7 @@ tokens/s on this machine, and the cost of 1,000 queries at a configured price.
 
 Each model runs the same documents and paragraphs (same seed). The baseline is SmolLM2-135M (the smaller
 model), measured in the same run; ratios are gemma3-270m / baseline. The man pages come from the warehouse
-(`--warehouse`, documents of source 'manpages') or, without one, are rendered with groff from
+(`--warehouse`, documents of source 'manpages') or, where it has none, are rendered with groff from
 /usr/share/man into a fresh bench warehouse.
 
     OMP_WAIT_POLICY=PASSIVE .venv/bin/python bench/synth_models.py --per-lang 6 --threads 2
@@ -67,6 +67,7 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=2, help="llama.cpp threads (1 or 2 on this machine)")
     ap.add_argument("--models", default="smollm2-135m,gemma3-270m", help="first one is the baseline")
     ap.add_argument("--warehouse", help="use documents from this warehouse (default: render man pages)")
+    ap.add_argument("--no-example", action="store_true", help="prompt without the worked example")
     ap.add_argument("--price-in", type=float, default=0.15)
     ap.add_argument("--price-out", type=float, default=0.60)
     args = ap.parse_args()
@@ -79,48 +80,51 @@ def main() -> int:
     prices = BudgetConfig(price_input_per_m=args.price_in, price_output_per_m=args.price_out)
     results = {}
     with Warehouse(wh_path) as wh:
-        if not args.warehouse:
+        have = wh.con.execute("SELECT count(*) FROM documents WHERE source = 'manpages'").fetchone()[0]
+        if not have:
             print(f"rendering man pages into {wh_path}")
             fill_warehouse(wh, langs, args.per_lang, min_chars=3000)
+        store.ensure_schema(wh)
         for name in [m.strip() for m in args.models.split(",")]:
+            # Decide every reply again under the current validator; cached replies are reused, not re-sent.
+            store.forget_decisions(wh.con, name)
             with server.LocalLLMServer(name, n_threads=args.threads) as srv:
                 cfg = SynthConfig(
                     endpoint=srv.endpoint(concurrency=1, timeout_s=300),
-                    params=GenerationParams(max_tokens=64, temperature=0.3),
+                    params=GenerationParams(
+                        max_tokens=64, temperature=0.3, prompt_example=not args.no_example
+                    ),
                     selection=SelectionConfig(
                         languages=langs, per_language=args.per_lang, min_tokens=300, source="manpages"
                     ),
                     budget=prices,
                 )
                 rep = generate.run(cfg, wh, progress=False)
-            p_in, p_out, _n_req = store.mean_tokens(wh.con, srv.alias)
-            rows = store.acceptance_by_language(wh.con, model=srv.alias)
+            p_in, p_out, tps, _n = store.mean_tokens(wh.con, name, run_id=rep.run_id)
+            rows = store.acceptance_by_language(wh.con, model=name, run_id=rep.run_id)
             acc = sum(r[1] for r in rows) / max(1, sum(r[1] + r[2] for r in rows))
             cost = project_cost(1000, p_in, p_out, acc, prices)
-            lat = wh.con.execute(
-                "SELECT sum(completion_tokens) / sum(latency_s), sum(prompt_tokens + completion_tokens) / sum(latency_s)"
-                " FROM synth_requests WHERE model = ? AND status = 'ok'",
-                [srv.alias],
-            ).fetchone()
-            results[name] = (rep, rows, acc, cost, lat)
-            print(f"\n== {name} ({args.threads} threads): {rep.message}")
+            results[name] = (rep, rows, acc, cost, tps)
+            print(f"\n== {name} ({args.threads} threads, example={not args.no_example}): {rep.message}")
             print(f"   {'lang':5s} {'acc':>4s} {'rej':>4s} {'rate':>5s}  reasons")
             reasons: dict[str, list[str]] = {}
-            for lang, reason, n in store.rejection_reasons(wh.con, srv.alias):
+            for lang, reason, n in store.rejection_reasons(wh.con, name, run_id=rep.run_id):
                 reasons.setdefault(lang, []).append(f"{reason} {n}")
             for lang, a, r, rate in rows:
                 print(f"   {lang:5s} {a:4d} {r:4d} {rate:5.0%}  {', '.join(reasons.get(lang, []))}")
-            print(f"   overall acceptance {acc:.0%}; {lat[0]:.1f} generated tokens/s end to end "
-                  f"({lat[1]:.1f} prompt+generated tokens/s); {p_in:.0f} prompt + {p_out:.0f} completion tokens/request")  # fmt: skip
+            print(f"   overall acceptance {acc:.0%}; {tps:.1f} generated tokens/s per request (prompt processing "
+                  f"included); {p_in:.0f} prompt + {p_out:.0f} completion tokens/request")  # fmt: skip
             print(f"   1,000 queries at ${args.price_in}/M in, ${args.price_out}/M out: ${cost.cost_per_n_requests:.4f} "
                   f"(requests), ${cost.cost_per_n_accepted:.4f} (accepted)")  # fmt: skip
         names = list(results)
         if len(names) >= 2:
             base, other = results[names[0]], results[names[1]]
             print(f"\nratio {names[1]} / {names[0]} (baseline, same run): acceptance {other[2] / max(base[2], 1e-9):.2f}x, "
-                  f"generated tokens/s {other[4][0] / max(base[4][0], 1e-9):.2f}x")  # fmt: skip
+                  f"generated tokens/s {other[4] / max(base[4], 1e-9):.2f}x")  # fmt: skip
             samples = wh.con.execute(
-                "SELECT model, lang, query FROM synth_queries ORDER BY model, lang, query_id"
+                "SELECT model, lang, query FROM synth_queries WHERE run_id IN (SELECT unnest(?::VARCHAR[])) "
+                "ORDER BY model, lang, query_id",
+                [[r[0].run_id for r in results.values()]],
             ).fetchall()
             print("\nsample accepted queries:")
             seen: set[tuple[str, str]] = set()

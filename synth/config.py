@@ -58,6 +58,8 @@ class GenerationParams(BaseModel):
     max_tokens: int = Field(96, ge=8, le=4096)
     top_p: float = Field(0.95, gt=0, le=1)
     seed: int | None = 0
+    # Show the model one worked example (in the document's language) before the real paragraph.
+    prompt_example: bool = True
 
 
 class SelectionConfig(BaseModel):

@@ -170,7 +170,7 @@ def plan(con: duckdb.DuckDBPyConnection, config: SynthConfig) -> list[Item]:
         paragraph = text[span[0] : span[1]]
         # The model sees the paragraph with man-page indentation removed; the stored span is exact.
         shown = "\n".join(line.strip() for line in paragraph.splitlines())
-        messages = build_messages(lang, title, shown)
+        messages = build_messages(lang, title, shown, example=config.params.prompt_example)
         key = request_key(config.endpoint.model, messages, config.params, structured)
         items.append(Item(doc_id, lang, title, span[0], span[1], paragraph, messages, key))
     return items

@@ -36,7 +36,7 @@ SYSTEM = (
 
 # {title} is the document title, {paragraph} the chosen paragraph. Each says: one specific question, answerable
 # from the paragraph, understandable without it (no "it"/"this" pointing into the passage), in this language.
-_TEMPLATES: dict[str, str] = {
+TEMPLATES: dict[str, str] = {
     "en": (
         "Document: {title}\nParagraph:\n{paragraph}\n\n"
         "Write one specific question in English that this paragraph answers. The question must make sense "
@@ -155,7 +155,7 @@ def base_lang(code: str) -> str:
     return code.replace("-", "_").split("_")[0].lower()
 
 
-def build_messages(lang: str, title: str, paragraph: str) -> list[dict[str, str]]:
+def build_messages(lang: str, title: str, paragraph: str, example: bool = True) -> list[dict[str, str]]:
     """Chat messages asking for one question about `paragraph` in language `lang`.
 
     >>> build_messages("de", "tar(1)", "tar packt Dateien.")[-1]["content"].splitlines()[0]
@@ -166,9 +166,12 @@ def build_messages(lang: str, title: str, paragraph: str) -> list[dict[str, str]
     True
     """
     code = base_lang(lang)
-    template = _TEMPLATES.get(code)
+    template = TEMPLATES.get(code)
     messages = [{"role": "system", "content": SYSTEM}]
-    if template is None:
+    if template is None or not example:
+        if template is not None:
+            messages.append({"role": "user", "content": template.format(title=title, paragraph=paragraph)})
+            return messages
         language = LANGUAGE_NAMES.get(code, code)
         messages.append(
             {"role": "user", "content": _FALLBACK.format(title=title, paragraph=paragraph, language=language)}

@@ -253,11 +253,15 @@ def acceptance_by_language(
     return [(r[0], r[1], r[2], float(r[3])) for r in rows]
 
 
-def rejection_reasons(con: duckdb.DuckDBPyConnection, model: str | None = None) -> list[tuple[str, str, int]]:
-    """(lang, reason, count) of stored rejections."""
-    cond, params = ("WHERE model = ?", [model]) if model else ("", [])
+def rejection_reasons(
+    con: duckdb.DuckDBPyConnection, model: str | None = None, run_id: str | None = None
+) -> list[tuple[str, str, int]]:
+    """(lang, reason, count) of stored rejections, optionally for one model/run."""
+    cond = " AND ".join(c for c, v in (("model = ?", model), ("run_id = ?", run_id)) if v is not None)
+    params = [v for v in (model, run_id) if v is not None]
     return con.execute(
-        f"SELECT lang, reason, count(*)::INT FROM synth_rejections {cond} GROUP BY ALL ORDER BY 1, 3 DESC",
+        f"SELECT lang, reason, count(*)::INT FROM synth_rejections {'WHERE ' + cond if cond else ''} "
+        "GROUP BY ALL ORDER BY 1, 3 DESC",
         params,
     ).fetchall()
 
@@ -286,12 +290,34 @@ def export_training_jsonl(
     return len(rows)
 
 
-def mean_tokens(con: duckdb.DuckDBPyConnection, model: str | None = None) -> tuple[float, float, int]:
-    """(mean prompt tokens, mean completion tokens, n) over successful requests, optionally for one model."""
-    cond, params = ("AND model = ?", [model]) if model else ("", [])
+def mean_tokens(
+    con: duckdb.DuckDBPyConnection, model: str | None = None, run_id: str | None = None
+) -> tuple[float, float, float, int]:
+    """(mean prompt tokens, mean completion tokens, completion tokens/s, n) over successful requests.
+
+    With `run_id`: the requests whose generations that run decided (cached ones included).
+    """
+    cond, params = "", []
+    if model:
+        cond, params = "AND model = ?", [model]
+    if run_id:
+        cond += (
+            " AND request_key IN (SELECT request_key FROM synth_queries WHERE run_id = ? "
+            "UNION ALL SELECT request_key FROM synth_rejections WHERE run_id = ?)"
+        )
+        params += [run_id, run_id]
     row = con.execute(
-        "SELECT coalesce(avg(prompt_tokens), 0), coalesce(avg(completion_tokens), 0), count(*)::INT "
+        "SELECT coalesce(avg(prompt_tokens), 0), coalesce(avg(completion_tokens), 0), "
+        "coalesce(sum(completion_tokens) / nullif(sum(latency_s), 0), 0), count(*)::INT "
         f"FROM synth_requests WHERE status = 'ok' {cond}",
         params,
     ).fetchone()
-    return float(row[0]), float(row[1]), int(row[2])
+    return float(row[0]), float(row[1]), float(row[2]), int(row[3])
+
+
+def forget_decisions(con: duckdb.DuckDBPyConnection, model: str) -> None:
+    """Drop a model's accepted/rejected decisions (and its synthetic pairs) so the cached replies are
+    validated again by the next run — for measuring a changed validator without paying for generation."""
+    con.execute("DELETE FROM synth_queries WHERE model = ?", [model])
+    con.execute("DELETE FROM synth_rejections WHERE model = ?", [model])
+    con.execute("DELETE FROM pairs WHERE kind = 'synthetic' AND source = ?", [f"synth:{model}"])

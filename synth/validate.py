@@ -1,7 +1,7 @@
 """Validation of generated queries: every rejection carries a reason that is stored and counted.
 
 Checks, in order (the first failure is the reason): parseable and non-empty, length bounds, same language
-as the document (language ID), not the prompt's worked example, not a verbatim copy of the paragraph, at
+as the document (language ID), a question, not an echo of the prompt (its worked example or labels), not a verbatim copy of the paragraph, at
 least one word shared with the paragraph or title (a cheap "answerable from it" test), not a duplicate of
 an accepted query.
 """
@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from synth.client import parse_question
 from synth.config import ValidationConfig
-from synth.prompts import EXAMPLES, base_lang
+from synth.prompts import EXAMPLES, TEMPLATES, base_lang
 
 # Reasons, as stored in `synth_rejections.reason`.
 EMPTY = "empty"
@@ -25,9 +25,22 @@ TOO_LONG = "too-long"
 WRONG_LANGUAGE = "wrong-language"
 COPIED = "copied-span"
 DUPLICATE = "duplicate"
-PROMPT_EXAMPLE = "prompt-example"  # the model repeated the worked example from the prompt
+NOT_A_QUESTION = "not-a-question"
+PROMPT_ECHO = "prompt-echo"  # the model repeated the worked example or the prompt's labels
 OFF_TOPIC = "off-topic"  # shares no word with the paragraph or title: not answerable from it
-REASONS = (EMPTY, TOO_SHORT, TOO_LONG, WRONG_LANGUAGE, PROMPT_EXAMPLE, COPIED, OFF_TOPIC, DUPLICATE)
+REASONS = (
+    EMPTY,
+    TOO_SHORT,
+    TOO_LONG,
+    NOT_A_QUESTION,
+    WRONG_LANGUAGE,
+    PROMPT_ECHO,
+    COPIED,
+    OFF_TOPIC,
+    DUPLICATE,
+)
+# Similarity (difflib ratio) to the worked example above which a query is an echo of it, not a new question.
+_ECHO_RATIO = 0.7
 _WORD = re.compile(r"[\u2e80-\u9fff\uac00-\ud7af]{2}|[^\W\d_]{4,}|\w*\d\w*|-{1,2}\w+")
 
 
@@ -54,7 +67,35 @@ def normalize(text: str) -> str:
     return re.sub(r"[\s?？!！.。:：;；]+$", "", text)
 
 
-_EXAMPLE_NORMS = {normalize(q) for _, q in EXAMPLES.values()}
+_EXAMPLE_NORMS = {base: normalize(q) for base, (_, q) in EXAMPLES.items()}
+# "Document:", "Absatz:", "段落：" ...: the labels of the prompt templates, which small models copy.
+_LABELS = {
+    normalize(m.group(1))
+    for t in TEMPLATES.values()
+    for m in re.finditer(r"^([^\n{]{2,20}?)\s?[:：]", t, flags=re.MULTILINE)
+}
+
+
+def is_question(text: str) -> bool:
+    """Ends like a question: '?' (any width), or Japanese 'か'; a '?' inside counts (a trailing note follows).
+
+    >>> is_question("Wie entpackt tar ein Archiv?"), is_question("Dokument: tar"), is_question("tar で展開するには何を使うか")
+    (True, False, True)
+    """
+    t = text.strip().rstrip("。.")
+    return "?" in t or "？" in t or t.endswith("か")
+
+
+def echoes_prompt(query: str, lang: str) -> str | None:
+    """Why `query` repeats the prompt (its worked example, or a label like 'Dokument:'), or None."""
+    q = normalize(query)
+    example = _EXAMPLE_NORMS.get(base_lang(lang))
+    if example and difflib.SequenceMatcher(None, q, example, autojunk=False).ratio() >= _ECHO_RATIO:
+        return "repeats the worked example"
+    for label in _LABELS:
+        if re.search(rf"(^|\s){re.escape(label)}\s?[:：]", q):
+            return f"contains the prompt label {label!r}"
+    return None
 
 
 def content_words(text: str) -> set[str]:
@@ -115,16 +156,17 @@ class Validator:
             return Verdict(False, query, TOO_SHORT, f"{len(query)} < {cfg.min_chars} chars")
         if len(query) > cfg.max_chars:
             return Verdict(False, query, TOO_LONG, f"{len(query)} > {cfg.max_chars} chars")
+        if not is_question(query):
+            return Verdict(False, query, NOT_A_QUESTION, "no question mark")
         want = base_lang(doc_lang)
         guesses = detect_language(query, k=max(cfg.lang_top_k, 1))
         top_lang, top_conf = guesses[0] if guesses else ("und", 0.0)
         if want not in {lang for lang, _ in guesses}:
             return Verdict(False, query, WRONG_LANGUAGE, f"detected {top_lang} ({top_conf:.2f}), want {want}",
                            top_lang, top_conf)  # fmt: skip
-        if normalize(query) in _EXAMPLE_NORMS:
-            return Verdict(
-                False, query, PROMPT_EXAMPLE, "repeats the prompt's worked example", top_lang, top_conf
-            )
+        echo = echoes_prompt(query, want)
+        if echo:
+            return Verdict(False, query, PROMPT_ECHO, echo, top_lang, top_conf)
         frac = copied_fraction(query, paragraph)
         if frac >= cfg.max_copied_fraction:
             return Verdict(False, query, COPIED, f"{frac:.0%} copied from the paragraph", top_lang, top_conf)

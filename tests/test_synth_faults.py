@@ -37,7 +37,7 @@ DOCS = [
     ("cpfix", "de", "Der Befehl cp kopiert Dateien und Verzeichnisse; mit -r werden Verzeichnisse rekursiv kopiert.",
      '{"question": "How do I copy directories recursively with cp?"}', "wrong-language"),
     ("rmfix", "fr", "La commande rm supprime des fichiers; avec l'option -i elle demande une confirmation avant chaque suppression.",
-     '{"question": "La commande rm supprime des fichiers"}', "copied-span"),
+     '{"question": "La commande rm supprime des fichiers ?"}', "copied-span"),
     ("mvfix", "es", "El programa mv mueve archivos; para contar las líneas que coinciden se usa la opción -c de grep.",
      '{"question": "¿Qué opción de grep cuenta las líneas que coinciden sin mostrarlas?"}', "duplicate"),
     ("catfix", "de", "Das Programm cat gibt den Inhalt von Dateien hintereinander auf der Standardausgabe aus.",
@@ -45,7 +45,7 @@ DOCS = [
     ("dffix", "de", "Das Programm df zeigt an, wie viel Speicherplatz auf den eingehängten Dateisystemen frei ist.",
      '{"question": "Wie kocht man eine gute Gemüsesuppe im Winter?"}', "off-topic"),
     ("lnfix", "fr", "La commande ln crée des liens entre fichiers; l'option -s crée des liens symboliques.",
-     '{"question": "' + EXAMPLES["fr"][1] + '"}', "prompt-example"),
+     '{"question": "' + EXAMPLES["fr"][1] + '"}', "prompt-echo"),
 ]  # fmt: skip
 # Faults per document title, served on successive attempts before the good answer.
 FAULTS = {"tarfix": ["429"], "lsfix": ["500", "500"], "grepfix": ["malformed"], "cpfix": ["slow"],

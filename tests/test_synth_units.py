@@ -61,7 +61,15 @@ def test_validator_accepts_a_good_question_and_records_its_language():
         ('{"question": "tar?"}', validate.TOO_SHORT),
         ('{"question": "' + "Wie entpackt man mit tar ein Archiv " * 12 + '?"}', validate.TOO_LONG),
         ('{"question": "Which option makes tar extract an archive?"}', validate.WRONG_LANGUAGE),
-        ('{"question": "Mit -C wird vorher in ein anderes Verzeichnis gewechselt."}', validate.COPIED),
+        ('{"question": "Mit -C wird vorher in ein anderes Verzeichnis gewechselt?"}', validate.COPIED),
+        ('{"question": "Mit der Option -C wechselt tar das Verzeichnis."}', validate.NOT_A_QUESTION),
+        ('{"question": "Dokument: tar(1) Absatz: Was macht -C?"}', validate.PROMPT_ECHO),
+        # the worked example with one word changed is still the example
+        (
+            '{"question": "Mit welcher Option zeigt tar auch versteckte Dateien an, deren Name mit einem Punkt beginnt?"}',
+            validate.PROMPT_ECHO,
+        ),
+        ('{"question": "Wie kocht man im Winter eine gute Gemüsesuppe?"}', validate.OFF_TOPIC),
     ],
 )
 def test_validator_rejects_with_reason(reply, reason):
@@ -72,7 +80,7 @@ def test_validator_rejects_with_reason(reply, reason):
 def test_validator_deduplicates_across_case_spacing_and_punctuation():
     v = validate.Validator(ValidationConfig())
     first = _check('{"question": "Mit welcher Option entpackt man bei tar ein Archiv?"}', validator=v)
-    again = _check('{"question": "mit welcher  Option entpackt man bei TAR ein Archiv"}', validator=v)
+    again = _check('{"question": "mit welcher  Option entpackt man bei TAR ein Archiv ?"}', validator=v)
     assert first.accepted and not again.accepted and again.reason == validate.DUPLICATE
     # ... and remembers queries accepted by earlier runs
     v2 = validate.Validator(ValidationConfig(), seen={validate.normalize(first.query)})
@@ -162,7 +170,10 @@ def test_prompts_are_in_the_document_language_and_versioned():
         messages = build_messages(lang, "t", "PARA-XYZ")
         assert word in messages[-1]["content"] and "PARA-XYZ" in messages[-1]["content"]
         # the worked example is in the same language as the instruction
-        assert messages[2]["role"] == "assistant" and validate.detect_language(messages[2]["content"])[0][0] == lang[:2]
+        assert (
+            messages[2]["role"] == "assistant"
+            and validate.detect_language(messages[2]["content"])[0][0] == lang[:2]
+        )
 
 
 def test_endpoint_config_validates_and_hides_credentials():

@@ -108,7 +108,7 @@ def run(args: argparse.Namespace) -> int:
             from synth.budget import project_cost
             from synth.config import BudgetConfig
 
-            p_in, p_out, n_req = store.mean_tokens(wh.con, args.model)
+            p_in, p_out, _tps, n_req = store.mean_tokens(wh.con, args.model)
             if n_req == 0:
                 raise ValueError(
                     "no successful requests in the warehouse to measure tokens from; run `m3 synth generate`"
