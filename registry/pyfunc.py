@@ -1,0 +1,81 @@
+"""Log an M3 checkpoint to MLflow as a pyfunc (models-from-code `m3_pyfunc.py` + the checkpoint artifact)."""
+
+from __future__ import annotations
+
+import logging
+from importlib import metadata
+from pathlib import Path
+
+import mlflow
+from mlflow.models import ModelSignature
+from mlflow.types.schema import Array, ColSpec, Map, ParamSchema, ParamSpec, Schema
+
+from registry.m3_pyfunc import PARAM_DEFAULTS
+
+logger = logging.getLogger(__name__)
+
+MODEL_FILE = Path(__file__).with_name("m3_pyfunc.py")
+M3CORE_DIR = Path(__file__).resolve().parent.parent / "m3core"
+# What the pyfunc needs at load time (explicit: MLflow's inference costs seconds and guesses).
+RUNTIME_PACKAGES = (
+    "torch",
+    "transformers",
+    "tokenizers",
+    "safetensors",
+    "numpy",
+    "scipy",
+    "pandas",
+    "tqdm",
+    "mlflow",
+)
+
+
+def signature() -> ModelSignature:
+    params = ParamSchema(
+        [
+            ParamSpec("return_dense", "boolean", PARAM_DEFAULTS["return_dense"]),
+            ParamSpec("return_sparse", "boolean", PARAM_DEFAULTS["return_sparse"]),
+            ParamSpec("return_colbert", "boolean", PARAM_DEFAULTS["return_colbert"]),
+            ParamSpec("batch_size", "long", PARAM_DEFAULTS["batch_size"]),
+            ParamSpec("max_length", "long", PARAM_DEFAULTS["max_length"]),
+        ]
+    )
+    outputs = Schema(
+        [
+            ColSpec(Array("double"), "dense_vecs", required=False),
+            ColSpec(Map("double"), "lexical_weights", required=False),
+            ColSpec(Array(Array("double")), "colbert_vecs", required=False),
+        ]
+    )
+    return ModelSignature(inputs=Schema([ColSpec("string")]), outputs=outputs, params=params)
+
+
+def pip_requirements() -> list[str]:
+    """Pinned to what runs here; torch stays a range so a GPU host keeps its CUDA build."""
+    out = []
+    for name in RUNTIME_PACKAGES:
+        version = metadata.version(name)
+        out.append(f"{name}>={version.split('+')[0]}" if name == "torch" else f"{name}=={version}")
+    return out
+
+
+def log_m3_model(
+    checkpoint: str | Path, name: str = "model", registered_model_name: str | None = None, **kwargs
+):
+    """Log `checkpoint` as a pyfunc in the active run; returns MLflow's `ModelInfo`.
+
+    m3core travels with the model (`code_paths`), so a consumer needs only the pip requirements.
+    """
+    checkpoint = Path(checkpoint)
+    if not (checkpoint / "config.json").is_file():
+        raise ValueError(f"{checkpoint}: not a model directory (no config.json)")
+    return mlflow.pyfunc.log_model(
+        name=name,
+        python_model=str(MODEL_FILE),
+        artifacts={"checkpoint": str(checkpoint)},
+        code_paths=[str(M3CORE_DIR)],
+        signature=signature(),
+        pip_requirements=pip_requirements(),
+        registered_model_name=registered_model_name,
+        **kwargs,
+    )
