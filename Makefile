@@ -18,12 +18,13 @@ export TOKENIZERS_PARALLELISM ?= false
 setup: $(STAMP)
 
 # torch first, pinned: a bare `torch` requirement would pull a multi-GB CUDA build on a CPU machine.
-$(STAMP): pyproject.toml scripts/system-packages.sh scripts/build-llm.sh
+$(STAMP): pyproject.toml scripts/system-packages.sh scripts/dev-tools.sh scripts/build-llm.sh
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -e '.[dev]'
 	bash scripts/system-packages.sh
+	bash scripts/dev-tools.sh
 	bash scripts/build-llm.sh $(PY)
 	touch $(STAMP)
 
