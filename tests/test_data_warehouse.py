@@ -55,11 +55,13 @@ def test_read_only_missing_file_is_a_clear_error(tmp_path):
         Warehouse(tmp_path / "nope.duckdb", read_only=True)
 
 
+# The first writer: a plain DuckDB connection in another process (importing m3core would pull in torch,
+# slow to start on a busy machine; the lock is DuckDB's either way).
 HOLDER = """
 import sys, time
-from m3core.data.warehouse import Warehouse
-wh = Warehouse(sys.argv[1])
-wh.con.execute("CREATE TABLE IF NOT EXISTS held(a INT)")
+import duckdb
+wh = duckdb.connect(sys.argv[1])
+wh.execute("CREATE TABLE IF NOT EXISTS held(a INT)")
 print("ready", flush=True)
 time.sleep(float(sys.argv[2]))
 wh.close()
@@ -68,9 +70,16 @@ wh.close()
 
 def _hold(path, seconds):
     proc = subprocess.Popen(
-        [sys.executable, "-c", HOLDER, str(path), str(seconds)], stdout=subprocess.PIPE, text=True
+        [sys.executable, "-c", HOLDER, str(path), str(seconds)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
-    assert proc.stdout.readline().strip() == "ready"
+    line = proc.stdout.readline().strip()
+    if line != "ready":
+        proc.kill()
+        _, err = proc.communicate()
+        raise AssertionError(f"holder process did not start (exit {proc.returncode}): {err[-2000:]}")
     return proc
 
 
