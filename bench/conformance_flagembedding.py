@@ -11,7 +11,8 @@ and fails (exit 1) when any max abs diff exceeds the tolerance (1e-5). Models:
   (so this also proves a directory we save loads in `BGEM3FlagModel`);
 - `e5`: the real multilingual backbone (`../shared/tools/e5-small/build`), given heads by `M3Model` and saved
   by us, so both sides read the same head weights;
-- `e5-long`: that directory with its positions extended to 1024 tokens by `M3Model.extend_positions`.
+- `e5-long`: that directory with its positions extended to 1024 tokens by `M3Model.extend_positions`;
+- and the token ids of the e5 directory as built (not saved by us, like a Hub download), loaded by both.
 
 The reference runs in its own venv (FlagEmbedding needs transformers<5) through `bench/flagembedding_driver.py`;
 inputs and outputs travel as JSON/.npz files. FlagEmbedding's batched `compute_score` lets the zero vectors of a
@@ -51,9 +52,12 @@ OFFLINE_ENV = {
     "TOKENIZERS_PARALLELISM": "false",
 }
 # Inputs no sentence list covers: a literal special token inside text, characters outside any training text
-# (the tiny tokenizer maps them to <unk>, which gets no lexical weight), one word repeated (max over repeats).
+# (the tiny tokenizer maps them to <unk>, which gets no lexical weight), one word repeated (max over repeats),
+# whitespace at the ends and inside (where transformers 5's XLM-R class and the shipped tokenizer.json differ).
 EDGE_TEXTS = [
     "before </s> after <s> and <pad> too",
+    "trailing whitespace   ",
+    "  leading and  double  spaces,\ttabs\nand newlines ",
     "emoji 🙂🚀 and symbols ∮ ⊕ ℵ mixed with Ελληνικά",
     "repeat repeat repeat repeat repeat",
     "x",
@@ -242,6 +246,20 @@ def check_job(job: dict) -> list[list[object]]:
     return rows
 
 
+def check_source_tokenizer(job: dict) -> list[list[object]]:
+    """Our tokenizer of a directory we did not save (the e5 build, like a Hub download) against FlagEmbedding's."""
+    from m3core.model import M3Model
+
+    ours = M3Model.from_pretrained(job["model_dir"]).tokenizer(
+        job["texts"], truncation=True, max_length=job["max_length"]
+    )["input_ids"]
+    ref = np.load(job["out"])
+    ref_ids = [x.tolist() for x in split(ref["ids"], ref["id_offsets"])]
+    n = sum(a != b for a, b in zip(ours, ref_ids, strict=True))
+    status = "PASS" if n == 0 else "FAIL"
+    return [[job["name"], f"short ({len(ours)} texts)", "token ids", f"{n:.2e}", status, f"{n} texts differ"]]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--setup", action="store_true", help="build the FlagEmbedding venv, then run")
@@ -282,8 +300,22 @@ def main(argv: list[str] | None = None) -> int:
             jobs.append(make_job(name, model_dir, max_tokens, "short", short, args.batch_size, workdir))
             if max_tokens > 512:
                 jobs.append(make_job(name, model_dir, max_tokens, "long", long, args.batch_size, workdir))
+        if "e5" in names or "e5-long" in names:
+            source = {
+                "kind": "tokenize",
+                "name": "e5 (as built)",
+                "model_dir": str(E5_DIR),
+                "out": str(workdir / "ref-e5-source-ids.npz"),
+                "texts": short,
+                "max_length": 512,
+            }
+            jobs.insert(0, source)
         run_reference({"task": "conformance", "threads": threads, "jobs": jobs}, workdir, threads)
-        rows = [row for job in jobs for row in check_job(job)]
+        rows = [
+            row
+            for job in jobs
+            for row in (check_source_tokenizer(job) if job.get("kind") == "tokenize" else check_job(job))
+        ]
     print(
         f"\nFlagEmbedding conformance: fp32, CPU, {threads} threads, tolerance {TOLERANCE:g}, weights {WEIGHTS}"
     )

@@ -1,28 +1,33 @@
 """Runs FlagEmbedding's `BGEM3FlagModel` (the reference) for the benches, inside FlagEmbedding's own venv.
 
-Not imported by the project: `conformance_flagembedding.py` and `encode.py` start it as
-`<flagembedding-venv>/bin/python bench/flagembedding_driver.py REQUEST.json` and read what it writes. It needs
-only FlagEmbedding (with its transformers<5), numpy, torch and `bench/_common.py` — never `m3core`.
+Not imported by the project: `conformance_flagembedding.py` and `encode.py` start it with the reference venv's
+python and read what it writes. It needs only FlagEmbedding (with its transformers<5), numpy, torch and
+`bench/_common.py` — never `m3core`. Two modes:
 
-A request (JSON) is `{"task": "conformance" | "bench", "threads": N, "jobs": [...]}`; jobs run in order:
-    conformance job: {"model_dir", "out", "texts", "max_length", "batch_size", "pairs", "weights",
-                      "max_query_length", "max_passage_length"}
-        → `out` (.npz): token ids, dense, colbert (concatenated + offsets), lexical weights and scores (JSON).
-    bench job: {"model_dir", "out", "repeats", "cases": [{"name", "texts", "max_length", "batch_size",
-                "outputs": "dense" | "all"}]}
-        → `out` (.json): seconds per case (best of `repeats`, after one warm-up on a slice).
+`flagembedding_driver.py REQUEST.json` — batch: `{"task": "conformance", "threads": N, "jobs": [...]}`, each job
+    {"model_dir", "out", "texts", "max_length", "batch_size", "pairs", "weights", "max_query_length",
+     "max_passage_length"} → `out` (.npz): token ids, dense, colbert (concatenated + offsets), lexical weights
+    and `compute_score` results (batched, and one pair per call) as JSON. A job with `"kind": "tokenize"`
+    ({"model_dir", "out", "texts", "max_length"}) only writes the token ids of the directory's tokenizer.
+
+`flagembedding_driver.py --serve` — timing server: one JSON command per stdin line, one JSON reply per stdout
+    line, so the caller can alternate reference and own runs on a busy machine:
+    {"cmd": "load", "model_dir", "threads"} → environment info;
+    {"cmd": "time", "texts", "max_length", "batch_size", "outputs": "dense" | "all", "warmup": bool} → seconds
+    of one full `encode` call; {"cmd": "quit"}.
 """
 
 from __future__ import annotations
 
 import json
 import sys
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np
-from _common import best_time, env_summary, pin_threads
+from _common import env_summary, pin_threads
 
 
 def load(model_dir: str):
@@ -42,6 +47,16 @@ def ragged(arrays: list[np.ndarray], dtype) -> tuple[np.ndarray, np.ndarray]:
     offsets = np.cumsum([0] + [len(a) for a in arrays]).astype(np.int64)
     flat = np.concatenate([np.asarray(a, dtype=dtype) for a in arrays], axis=0) if arrays else np.zeros(0)
     return flat, offsets
+
+
+def tokenize(job: dict) -> None:
+    """Token ids of `texts` by the directory's own tokenizer, as FlagEmbedding loads it (`AutoTokenizer`)."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(job["model_dir"])
+    ids = tok(job["texts"], truncation=True, max_length=job["max_length"])["input_ids"]
+    flat, offsets = ragged([np.array(x) for x in ids], np.int64)
+    np.savez(job["out"], ids=flat, id_offsets=offsets)
 
 
 def conformance(req: dict, model) -> None:
@@ -81,26 +96,17 @@ def conformance(req: dict, model) -> None:
     )
 
 
-def bench(req: dict, model) -> None:
-    results = []
-    for case in req["cases"]:
-        kwargs = {
-            "batch_size": case["batch_size"],
-            "max_length": case["max_length"],
-            "return_dense": True,
-            "return_sparse": case["outputs"] == "all",
-            "return_colbert_vecs": case["outputs"] == "all",
-        }
-        texts = case["texts"]
-        model.encode(texts[: min(len(texts), 32)], **kwargs)  # warm-up: allocator, thread pool, lazy imports
-        seconds = best_time(lambda texts=texts, kwargs=kwargs: model.encode(texts, **kwargs), req["repeats"])
-        results.append({"name": case["name"], "outputs": case["outputs"], "seconds": seconds})
-    Path(req["out"]).write_text(json.dumps({"results": results}, indent=2))
+def encode_kwargs(case: dict) -> dict:
+    return {
+        "batch_size": case["batch_size"],
+        "max_length": case["max_length"],
+        "return_dense": True,
+        "return_sparse": case["outputs"] == "all",
+        "return_colbert_vecs": case["outputs"] == "all",
+    }
 
 
-def main(argv: list[str]) -> int:
-    req = json.loads(Path(argv[1]).read_text())
-    threads = pin_threads(int(req["threads"]))
+def versions(threads: int) -> dict:
     info = env_summary(threads)
     try:
         import FlagEmbedding
@@ -110,13 +116,51 @@ def main(argv: list[str]) -> int:
         info["transformers"] = transformers.__version__
     except Exception:  # versions are for the report only
         pass
-    print(json.dumps(info), file=sys.stderr)
+    return info
+
+
+def serve() -> int:
+    """The timing server (see the module docstring). Library prints go to stderr: stdout carries replies."""
+    reply_to = sys.stdout
+    sys.stdout = sys.stderr
+    model = None
+    for line in sys.stdin:
+        cmd = json.loads(line)
+        if cmd["cmd"] == "quit":
+            break
+        if cmd["cmd"] == "load":
+            threads = pin_threads(int(cmd["threads"]))
+            model = load(cmd["model_dir"])
+            reply = versions(threads)
+        elif cmd["cmd"] == "time":
+            kwargs, texts = encode_kwargs(cmd), cmd["texts"]
+            if cmd.get("warmup"):  # allocator, thread pool, lazy imports
+                model.encode(texts[:32], **kwargs)
+            start = time.perf_counter()
+            model.encode(texts, **kwargs)
+            reply = {"seconds": time.perf_counter() - start}
+        else:
+            raise ValueError(f"unknown command {cmd['cmd']!r}")
+        reply_to.write(json.dumps(reply) + "\n")
+        reply_to.flush()
+    return 0
+
+
+def main(argv: list[str]) -> int:
+    if argv[1:] == ["--serve"]:
+        return serve()
+    req = json.loads(Path(argv[1]).read_text())
+    threads = pin_threads(int(req["threads"]))
+    print(json.dumps(versions(threads)), file=sys.stderr)
     models: dict[str, object] = {}  # one load per directory: importing and loading dominate small jobs
     for job in req["jobs"]:
+        if job.get("kind") == "tokenize":
+            tokenize(job)
+            continue
         if job["model_dir"] not in models:
             models.clear()
             models[job["model_dir"]] = load(job["model_dir"])
-        {"conformance": conformance, "bench": bench}[req["task"]](job, models[job["model_dir"]])
+        conformance(job, models[job["model_dir"]])
     return 0
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from transformers import AutoModel, AutoTokenizer
+from transformers import AutoModel, AutoTokenizer, PreTrainedTokenizerFast
 
 from m3core.config import M3Config
 from m3core.heads import ColbertHead, SparseHead, dense_embedding, special_token_ids
@@ -173,7 +173,7 @@ class M3Model(nn.Module):
             cfg = replace(cfg, colbert_dim=int(colbert_state["weight"].shape[0]))
 
         backbone = _load_backbone(directory, trust_remote_code, dtype, attn_implementation)
-        tokenizer = AutoTokenizer.from_pretrained(directory, trust_remote_code=trust_remote_code)
+        tokenizer = _load_tokenizer(directory, trust_remote_code)
         model = cls(backbone, tokenizer, cfg)
         if colbert_state is not None and sparse_state is not None:
             model.colbert_head.linear.load_state_dict(colbert_state)
@@ -226,6 +226,19 @@ def _load_backbone(
                 raise
             logger.debug("AutoModel.from_pretrained(%s) failed with %s; retrying without them", extra, err)
     raise AssertionError("unreachable")
+
+
+def _load_tokenizer(directory: Path, trust_remote_code: bool):
+    """The tokenizer exactly as `tokenizer.json` describes it, when the directory has one.
+
+    transformers 5's model-specific classes (e.g. `XLMRobertaTokenizer`) rebuild the normalizer and pre-tokenizer
+    in code instead of reading them from `tokenizer.json`; for XLM-R (BGE-M3) that drops the final "▁" token that
+    the shipped file, and FlagEmbedding on transformers 4, give a text ending in whitespace, and `save_pretrained`
+    would then write the rebuilt pipeline. The generic fast class keeps the file's pipeline as is.
+    """
+    if (directory / "tokenizer.json").is_file() and not trust_remote_code:
+        return PreTrainedTokenizerFast.from_pretrained(directory)
+    return AutoTokenizer.from_pretrained(directory, trust_remote_code=trust_remote_code)
 
 
 def _cpu_state(module: nn.Module) -> dict[str, torch.Tensor]:
