@@ -7,6 +7,7 @@ decision and its reason. Aliases only (MLflow stages are deprecated).
 from __future__ import annotations
 
 import hashlib
+import re
 import json
 import logging
 import subprocess
@@ -51,8 +52,8 @@ def code_version() -> str:
 
 
 def tag_key(name: str) -> str:
-    """MLflow tag keys allow no `@`: `eval.average.all.ndcg@10` → `eval.average.all.ndcg_at_10`."""
-    return name.replace("@", "_at_")
+    """A valid MLflow tag key: `eval.average.dense+sparse.ndcg@10` → `eval.average.dense_plus_sparse.ndcg_at_10`."""
+    return re.sub(r"[^\w\-. :/]", "_", name.replace("@", "_at_").replace("+", "_plus_"))
 
 
 def config_hash(config: dict[str, Any]) -> str:
