@@ -60,6 +60,20 @@ def fill_warehouse(wh: Warehouse, langs: list[str], per_lang: int, min_chars: in
         print(f"  {lang}: {n} pages rendered from {base}")
 
 
+def decode_speed(srv: server.LocalLLMServer, n_tokens: int = 96) -> tuple[float, float]:
+    """(generated tokens/s, seconds) for one short-prompt request: prompt processing is negligible here."""
+    from synth.client import ChatClient
+
+    params = GenerationParams(max_tokens=n_tokens, temperature=0.0, seed=0)
+    msgs = [{"role": "user", "content": "Write a long story about a cat."}]
+    with ChatClient(srv.endpoint(structured_output="none", timeout_s=300)) as client:
+        client.complete(
+            [{"role": "user", "content": "Hi"}], params.model_copy(update={"max_tokens": 4})
+        )  # warm-up
+        r = client.complete(msgs, params)
+    return (r.completion_tokens / r.latency_s if r.latency_s else 0.0), r.latency_s
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--langs", default="en,de,fr,es,it,pt,pl,ru,ja,zh")
@@ -67,6 +81,7 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=2, help="llama.cpp threads (1 or 2 on this machine)")
     ap.add_argument("--models", default="smollm2-135m,gemma3-270m", help="first one is the baseline")
     ap.add_argument("--warehouse", help="use documents from this warehouse (default: render man pages)")
+    ap.add_argument("--speed-only", action="store_true", help="only measure decode tokens/s per model")
     ap.add_argument("--no-example", action="store_true", help="prompt without the worked example")
     ap.add_argument("--price-in", type=float, default=0.15)
     ap.add_argument("--price-out", type=float, default=0.60)
@@ -79,6 +94,14 @@ def main() -> int:
     wh_path = Path(args.warehouse) if args.warehouse else out_dir / f"synth-bench-{int(time.time())}.duckdb"
     prices = BudgetConfig(price_input_per_m=args.price_in, price_output_per_m=args.price_out)
     results = {}
+    if args.speed_only:
+        for name in [m.strip() for m in args.models.split(",")]:
+            with server.LocalLLMServer(name, n_threads=args.threads) as srv:
+                tps, secs = decode_speed(srv)
+            print(
+                f"{name}: {tps:.1f} generated tokens/s ({args.threads} threads, {secs:.1f} s, load {os.getloadavg()[0]:.1f})"
+            )
+        return 0
     with Warehouse(wh_path) as wh:
         have = wh.con.execute("SELECT count(*) FROM documents WHERE source = 'manpages'").fetchone()[0]
         if not have:

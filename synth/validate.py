@@ -14,6 +14,7 @@ import threading
 import unicodedata
 from dataclasses import dataclass
 
+from m3core.data.langid import same_language
 from synth.client import parse_question
 from synth.config import ValidationConfig
 from synth.prompts import EXAMPLES, TEMPLATES, base_lang
@@ -161,7 +162,8 @@ class Validator:
         want = base_lang(doc_lang)
         guesses = detect_language(query, k=max(cfg.lang_top_k, 1))
         top_lang, top_conf = guesses[0] if guesses else ("und", 0.0)
-        if want not in {lang for lang, _ in guesses}:
+        # The data layer's notion of "same language" (nb ~ no, zh-TW ~ zh, sr ~ hr ...), one place for it.
+        if not any(same_language(want, lang) for lang, _ in guesses):
             return Verdict(False, query, WRONG_LANGUAGE, f"detected {top_lang} ({top_conf:.2f}), want {want}",
                            top_lang, top_conf)  # fmt: skip
         echo = echoes_prompt(query, want)
