@@ -13,7 +13,9 @@ export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 120
 export OMP_WAIT_POLICY ?= PASSIVE
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: setup run test test-all lint bench clean
+.PHONY: setup run run-quick test test-all lint clean
+# CI runs everything; elsewhere the tests marked `slow` wait for `make test-all`.
+PYTEST_MARKS := $(if $(filter true,$(CI)),,not slow)
 
 setup: $(STAMP)
 
@@ -29,10 +31,13 @@ $(STAMP): pyproject.toml scripts/system-packages.sh scripts/dev-tools.sh scripts
 	touch $(STAMP)
 
 run: setup
-	$(VENV)/bin/m3 encode
+	$(PY) -m flows.retrain
+
+run-quick: setup
+	$(PY) -m flows.retrain --quick
 
 test: setup
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -m "$(PYTEST_MARKS)"
 
 # The slow tests too (CI runs them when time allows).
 test-all: setup

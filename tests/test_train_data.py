@@ -149,3 +149,13 @@ def test_random_sampler_baseline():
     batches = list(s)
     assert [len(b) for b in batches] == [4, 4, 2]
     assert sorted(i for b in batches for i in b) == list(range(10))
+
+
+def test_shipped_configs_are_valid():
+    from pathlib import Path
+
+    from m3core.train import TrainConfig
+
+    for path in sorted((Path(__file__).parent.parent / "configs").glob("*.yaml")):
+        cfg = TrainConfig.load(path)
+        assert cfg.bucket_edges[-1] >= cfg.passage_max_length or cfg.sampler == "random", path

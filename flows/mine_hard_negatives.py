@@ -1,0 +1,81 @@
+"""Flow `mine_hard_negatives`: an interim M3 model ranks the corpus; negatives come from a rank range.
+
+The interim model is the registry's current champion when there is one (`models:/<name>@<alias>`), otherwise
+the base model. Encoding is the expensive part: the task is cached by the content of its inputs, so a retrain
+that failed later resumes without encoding again.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import INPUTS, TASK_SOURCE
+
+from flows.params import NegativesParams
+from flows.settings import configure_environment, fingerprint
+
+
+@task(retries=1, retry_delay_seconds=[30])
+def resolve_interim_model(model_name: str, alias: str | None, fallback: str) -> str:
+    """The checkpoint directory of `models:/<model_name>@<alias>`, or `fallback` when there is none."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    log = get_run_logger()
+    if not alias:
+        return fallback
+    try:
+        mlflow.MlflowClient().get_model_version_by_alias(model_name, alias)
+    except MlflowException:
+        log.info("no %s@%s in the registry: mining with %s", model_name, alias, fallback)
+        return fallback
+    path = Path(mlflow.artifacts.download_artifacts(f"models:/{model_name}@{alias}"))
+    checkpoint = next(p.parent for p in path.rglob("colbert_linear.pt"))
+    log.info("mining with %s@%s (%s)", model_name, alias, checkpoint)
+    return str(checkpoint)
+
+
+@task(cache_policy=INPUTS + TASK_SOURCE, persist_result=True)
+def mine(
+    train_file: str,
+    train_fingerprint: str,
+    model: str,
+    model_fingerprint: str,
+    params: NegativesParams,
+    out_file: str,
+) -> dict:
+    """Mine negatives for every line of `train_file` against its own passages; write FlagEmbedding JSONL."""
+    from m3core import M3Embedder
+    from m3core.negatives import MiningConfig, read_examples, write_jsonl
+    from m3core.negatives import mine as mine_negatives
+
+    examples = read_examples(train_file)
+    config = MiningConfig(
+        mode=params.mode, rank_range=(params.rank_start, params.rank_end), num_negatives=params.num_negatives
+    )
+    result = mine_negatives(
+        M3Embedder(model, show_progress=False), examples, None, config, model_id=model_fingerprint
+    )
+    write_jsonl(result.examples, out_file)
+    return {
+        "file": out_file,
+        "examples": len(result.examples),
+        "pool": len(result.pool),
+        "topped_up": result.n_topped_up,
+        "short": result.n_short,
+    }
+
+
+@flow(name="mine_hard_negatives", log_prints=True)
+def mine_hard_negatives(
+    train_file: str,
+    out_file: str,
+    base_model: str,
+    params: NegativesParams | None = None,
+    model_name: str = "m3",
+) -> dict:
+    configure_environment()
+    params = params or NegativesParams()
+    model = resolve_interim_model(model_name, params.interim_alias, base_model)
+    return mine(train_file, fingerprint(train_file), model, fingerprint(model), params, out_file)
