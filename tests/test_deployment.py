@@ -52,6 +52,7 @@ def test_deployment_run_registers_a_model(tmp_path):
     }
     server_env = {k: v for k, v in env.items() if k != "PREFECT_API_URL"}
     log = open(tmp_path / "server.log", "w")  # noqa: SIM115
+    worker_log = open(tmp_path / "worker.log", "w")  # noqa: SIM115
     server = subprocess.Popen(
         [BIN / "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
         env=server_env,
@@ -87,9 +88,9 @@ def test_deployment_run_registers_a_model(tmp_path):
             [BIN / "prefect", "worker", "start", "--pool", "m3-process"],
             env=env,
             cwd=ROOT,
-            stdout=open(tmp_path / "worker.log", "w"),
+            stdout=worker_log,
             stderr=subprocess.STDOUT,
-        )  # noqa: SIM115
+        )
         params = {"params": json.loads(small_params("deployed").model_dump_json())}
         done = prefect(
             "deployment", "run", "retrain/adhoc", "--params", json.dumps(params), "--watch", timeout=1800
