@@ -31,7 +31,10 @@ class SynthParams(BaseModel):
 
     enabled: bool = True
     local_server: bool = Field(True, description="start the local llama.cpp server; off: use base_url/model")
-    local_model: str = Field("gemma3-270m", description="GGUF model of the local server")
+    local_model: str | None = Field(
+        None,
+        description="GGUF model of the local server (None: synth's default, chosen by measured acceptance)",
+    )
     base_url: str | None = Field(None, description="OpenAI-compatible endpoint when local_server is off")
     model: str | None = None
     api_key_secret: str | None = Field(None, description="name of a Prefect Secret block holding the API key")

@@ -8,7 +8,7 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_link_artifact
 
 from flows.params import RegisterParams
-from flows.settings import configure_environment
+from flows.settings import configure_environment, mlflow_experiment
 
 
 @task(retries=2, retry_delay_seconds=[10, 60])  # the tracking server may be briefly unavailable
@@ -56,6 +56,7 @@ def register_and_promote_flow(
     data_snapshot: str = "",
 ) -> dict:
     configure_environment()
+    mlflow_experiment()
     result = register(
         checkpoint,
         eval_report,

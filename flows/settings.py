@@ -32,8 +32,25 @@ def configure_environment() -> Path:
         os.environ.setdefault(key, value)
     os.environ.setdefault("PREFECT_HOME", str(home / "prefect"))
     os.environ.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{home / 'mlflow.db'}")
-    os.environ.setdefault("MLFLOW_ARTIFACTS_DESTINATION", str(home / "mlartifacts"))
     return home
+
+
+def mlflow_experiment(name: str = "m3") -> str:
+    """Use (creating if needed) the experiment `name`; with a local store its artifacts go under the home.
+
+    (A SQLite tracking store otherwise puts artifacts in `./mlruns` of whatever directory the process runs in.)
+    """
+    import mlflow
+
+    client = mlflow.MlflowClient()
+    exp = client.get_experiment_by_name(name)
+    if exp is None:
+        remote = os.environ.get("MLFLOW_TRACKING_URI", "").startswith(("http://", "https://", "databricks"))
+        location = None if remote else (m3_home() / "mlartifacts").as_uri()
+        client.create_experiment(name, artifact_location=location)
+    os.environ["MLFLOW_EXPERIMENT_NAME"] = name  # subprocesses (torchrun) log there too
+    mlflow.set_experiment(name)
+    return name
 
 
 def run_dir(run_name: str) -> Path:
@@ -57,4 +74,4 @@ def fingerprint(*paths: str | Path) -> str:
     return h.hexdigest()[:20]
 
 
-__all__ = ["configure_environment", "fingerprint", "run_dir", "warehouse_path"]
+__all__ = ["configure_environment", "fingerprint", "mlflow_experiment", "run_dir", "warehouse_path"]

@@ -37,7 +37,8 @@ def generate(params: SynthParams, warehouse: str) -> dict:
     )
     with Warehouse(warehouse) as wh:
         if params.local_server:
-            with LocalLLMServer(params.local_model) as server:
+            server_args = {"model": params.local_model} if params.local_model else {}
+            with LocalLLMServer(**server_args) as server:
                 report = run(config.model_copy(update={"endpoint": server.endpoint()}), wh, progress=False)
         else:
             if not (params.base_url and params.model):

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from prefect import flow, get_run_logger, task
 
-from flows.settings import configure_environment
+from flows.settings import configure_environment, mlflow_experiment
 
 
 @task
@@ -49,4 +49,6 @@ def run_training(config: dict, nproc: int | None = None) -> dict:
 def train_flow(config: dict, nproc: int | None = None) -> dict:
     """`config` holds `m3core.train.TrainConfig` fields (model, output_dir, train_data, ...)."""
     configure_environment()
+    if "mlflow" in config.get("report_to", []):
+        mlflow_experiment()
     return run_training(config, nproc)

@@ -29,6 +29,7 @@ def store(tmp_path_factory):
     d = tmp_path_factory.mktemp("mlflow")
     uri = f"sqlite:///{d / 'mlflow.db'}"
     mlflow.set_tracking_uri(uri)
+    MlflowClient().create_experiment("registry-tests", artifact_location=(d / "artifacts").as_uri())
     mlflow.set_experiment("registry-tests")
     yield uri
     mlflow.set_tracking_uri(None)

@@ -79,7 +79,9 @@ def test_m3_train_reports_to_mlflow(config_file, tmp_path):
         "--set",
         "report_to=[mlflow]",
     ]
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        cmd, env=env, capture_output=True, text=True, timeout=600, cwd=tmp_path
+    )  # ./mlruns there
     assert done.returncode == 0, done.stderr[-3000:]
     client = mlflow.MlflowClient(tracking_uri=uri)
     runs = client.search_runs(experiment_ids=[e.experiment_id for e in client.search_experiments()])
