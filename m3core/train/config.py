@@ -29,6 +29,9 @@ class TrainConfig(BaseModel):
         None, description="grow the position table to this many tokens first"
     )
     query_instruction: str | None = None
+    passage_instruction: str | None = Field(
+        None, description="prefix for passages (e5-style models: 'passage: ')"
+    )
     group_size: int = Field(8, ge=1)
     query_max_length: int = Field(64, gt=2)
     passage_max_length: int = Field(512, gt=2)
