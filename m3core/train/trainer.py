@@ -202,6 +202,7 @@ class Trainer:
             skip_bad_lines=cfg.skip_bad_lines,
             group_size=cfg.group_size,
             query_instruction=cfg.query_instruction,
+            passage_instruction=cfg.passage_instruction,
             seed=cfg.seed,
         )
         if cfg.sampler == "length_bucket":
