@@ -90,6 +90,7 @@ def train_config(params: TrainParams, model: str, data: str, out: str) -> dict:
         "group_size": params.group_size,
         "max_steps": params.max_steps,
         "learning_rate": params.learning_rate,
+        "head_learning_rate": params.head_learning_rate,
         "tokens_per_batch": params.tokens_per_batch,
         "max_batch_size": params.max_batch_size,
         "passage_max_length": params.passage_max_length,
