@@ -1,0 +1,138 @@
+"""Flow `encode_corpus`: encode a large corpus as shards, fanned out as mapped tasks over a Dask cluster.
+
+The scale-out path for mining and evaluation on big corpora: each shard is a task (cached by model and text
+content, so a rerun after a failure encodes only the shards that did not finish), run by
+`prefect_dask.DaskTaskRunner` — a local cluster of worker processes by default, or an existing cluster
+(`dask_address`, e.g. `tcp://scheduler:8786` with one GPU per worker). The shards are merged into one
+`m3core.retrieval.corpus.Embeddings` directory that `Retriever`/`m3 eval --cache-dir` reuse.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import INPUTS, TASK_SOURCE
+
+from flows.settings import configure_environment, fingerprint
+
+
+def read_corpus(path: str) -> list[str]:
+    """One passage per line of a `.txt`, or the `text` (with `title`) of each line of a JSONL/BEIR corpus."""
+    p = Path(path)
+    texts = []
+    with p.open(encoding="utf-8") as fh:
+        for n, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            if p.suffix in (".jsonl", ".json"):
+                row = json.loads(line)
+                if not isinstance(row, dict) or not isinstance(row.get("text"), str):
+                    raise ValueError(f"{p}:{n}: expected an object with a 'text' string")
+                texts.append(f"{row['title']} {row['text']}".strip() if row.get("title") else row["text"])
+            else:
+                texts.append(line.rstrip("\n"))
+    if not texts:
+        raise ValueError(f"{p}: no passages")
+    return texts
+
+
+@task(cache_policy=INPUTS + TASK_SOURCE, persist_result=True, retries=1, retry_delay_seconds=[10])
+def encode_shard(
+    model: str,
+    model_fingerprint: str,
+    corpus: str,
+    corpus_fingerprint: str,
+    start: int,
+    stop: int,
+    outputs: list[str],
+    batch_size: int,
+    max_length: int | None,
+    out_dir: str,
+) -> str:
+    from m3core import M3Embedder
+    from m3core.retrieval.corpus import encode_texts
+
+    texts = read_corpus(corpus)[start:stop]
+    emb = encode_texts(
+        M3Embedder(model, show_progress=False),
+        texts,
+        outputs=tuple(outputs),
+        side="passage",
+        batch_size=batch_size,
+        max_length=max_length,
+    )
+    emb.save(out_dir)
+    return out_dir
+
+
+@flow(name="encode_corpus_shards")
+def encode_shards(
+    model: str,
+    corpus: str,
+    bounds: list[tuple[int, int]],
+    outputs: list[str],
+    batch_size: int,
+    max_length: int | None,
+    out_dir: str,
+) -> list[str]:
+    m_fp, c_fp = fingerprint(model), fingerprint(corpus)
+    futures = encode_shard.map(
+        model,
+        m_fp,
+        corpus,
+        c_fp,
+        [b[0] for b in bounds],
+        [b[1] for b in bounds],
+        [outputs] * len(bounds),
+        batch_size,
+        max_length,
+        [f"{out_dir}/shard-{i:04d}" for i in range(len(bounds))],
+    )
+    return [f.result() for f in futures]
+
+
+@flow(name="encode_corpus", log_prints=True)
+def encode_corpus(
+    model: str,
+    corpus: str,
+    out_dir: str,
+    shards: int = 4,
+    outputs: list[str] | None = None,
+    batch_size: int = 32,
+    max_length: int | None = None,
+    dask_address: str | None = None,
+    dask_workers: int = 2,
+) -> str:
+    """Encode `corpus` in `shards` pieces on a Dask cluster; returns the merged embeddings directory."""
+    import numpy as np
+    from prefect_dask import DaskTaskRunner
+
+    from m3core.retrieval.corpus import Embeddings
+
+    configure_environment()
+    outputs = outputs or ["dense", "sparse", "colbert"]
+    n = len(read_corpus(corpus))
+    shards = max(1, min(shards, n))
+    bounds = [(i * n // shards, (i + 1) * n // shards) for i in range(shards)]
+    runner = (
+        DaskTaskRunner(address=dask_address)
+        if dask_address
+        else DaskTaskRunner(
+            cluster_kwargs={"n_workers": dask_workers, "threads_per_worker": 1, "processes": True}
+        )
+    )
+    paths = encode_shards.with_options(task_runner=runner)(
+        model, corpus, bounds, outputs, batch_size, max_length, out_dir
+    )
+    parts = [Embeddings.load(p) for p in paths]
+    merged = Embeddings(
+        dense=None if parts[0].dense is None else np.concatenate([p.dense for p in parts]),
+        lexical=None if parts[0].lexical is None else [w for p in parts for w in p.lexical],
+        colbert=None if parts[0].colbert is None else [v for p in parts for v in p.colbert],
+        meta={"model": model, "corpus": corpus, "shards": shards},
+    )
+    merged.save(Path(out_dir) / "merged")
+    get_run_logger().info("encoded %d passages in %d shards into %s", n, shards, Path(out_dir) / "merged")
+    return str(Path(out_dir) / "merged")
