@@ -15,9 +15,8 @@ class MineParams(BaseModel):
     max_catalogs_per_language: int | None = Field(
         2, ge=1, description="sample catalogs per language (None: all)"
     )
-    manpages: bool = Field(
-        True, description="translated man pages under /usr/share/man (long documents, title→body)"
-    )
+    manpages: bool = Field(True, description="translated man pages (long documents, title→body pairs)")
+    manpage_root: str = "/usr/share/man"
     manpage_languages: list[str] = Field(default_factory=list, description="empty: every installed language")
     max_per_language: int | None = Field(
         400, ge=1, description="new pairs per source and language (None: all)"
