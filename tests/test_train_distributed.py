@@ -4,25 +4,17 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from dist_worker import batch, step
+from procs import torchrun
 
 from m3core.model import M3Model
 
 HERE = Path(__file__).parent
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def run_ranks(model_dir, out_dir, cross):
@@ -31,21 +23,7 @@ def run_ranks(model_dir, out_dir, cross):
         "PYTHONPATH": f"{HERE}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
         "OMP_NUM_THREADS": "1",
     }
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node",
-        "2",
-        "--master_addr",
-        "127.0.0.1",
-        "--master_port",
-        str(free_port()),
-        str(HERE / "dist_worker.py"),
-        str(model_dir),
-        str(out_dir),
-        cross,
-    ]
+    cmd = torchrun(str(HERE / "dist_worker.py"), str(model_dir), str(out_dir), cross)
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     return [dict(np.load(out_dir / f"rank{r}.npz")) for r in (0, 1)]

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 import textgen
-from test_train_distributed import free_port
+from procs import torchrun
 
 from m3core.train import TrainConfig
 
@@ -40,23 +40,7 @@ def config_file(tmp_path, tiny_model_dir):
 
 def test_torchrun_two_processes(config_file, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node",
-        "2",
-        "--master_addr",
-        "127.0.0.1",
-        "--master_port",
-        str(free_port()),
-        "-m",
-        "m3core.train",
-        "--config",
-        str(config_file),
-        "--set",
-        "cross_device=all",
-    ]
+    cmd = torchrun("-m", "m3core.train", "--config", str(config_file), "--set", "cross_device=all")
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     summary = json.loads((tmp_path / "out" / "train_summary.json").read_text())
