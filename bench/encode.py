@@ -122,13 +122,11 @@ def time_ours(embedder, case: dict, warmup: bool) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument(
-        "--quick", action="store_true", help="smaller inputs (a few minutes on a quiet machine)"
-    )
+    parser.add_argument("--quick", action="store_true", help="smaller inputs (256 short, 24 long texts)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=2, help="best of N, reference and ours alternating")
-    parser.add_argument("--n-short", type=int, default=None, help="short texts (default 3000, --quick 400)")
-    parser.add_argument("--n-long", type=int, default=None, help="long texts (default 200, --quick 32)")
+    parser.add_argument("--n-short", type=int, default=None, help="short texts (default 3000, --quick 256)")
+    parser.add_argument("--n-long", type=int, default=None, help="long texts (default 200, --quick 24)")
     parser.add_argument(
         "--budgets",
         default="",
@@ -139,8 +137,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     os.environ.update(OFFLINE_ENV)
-    n_short = args.n_short or (400 if args.quick else 3000)
-    n_long = args.n_long or (32 if args.quick else 200)
+    n_short = args.n_short or (256 if args.quick else 3000)
+    n_long = args.n_long or (24 if args.quick else 200)
     if not args.no_reference and not reference_ready():
         print(
             f"no FlagEmbedding venv at {VENV}: run conformance_flagembedding.py --setup-only", file=sys.stderr
@@ -179,23 +177,33 @@ def main(argv: list[str] | None = None) -> int:
     # Reference and ours alternate, run by run, so a burst of load on this shared machine hits both sides
     # alike; best of `repeats` per side. Never concurrent: the idle side waits on a pipe.
     server = None if args.no_reference else ReferenceServer(model_dir, threads, BENCH_DIR / "reference.log")
-    ref_seconds: dict[tuple[str, str], float] = {}
-    ours_seconds: dict[tuple[str, str], float] = {}
+    default_budget = emb.max_batch_tokens
+    budgets = [int(b) for b in args.budgets.split(",") if b.strip()]
+
+    def ours_with(budget: int):
+        def run(case: dict, warmup: bool) -> float:
+            emb.max_batch_tokens = budget
+            return time_ours(emb, case, warmup)
+
+        return run
+
+    # Every variant of a case runs once per round, in turn (reference, ours, ours with other token budgets), so
+    # a burst of load from other processes on this shared machine hits all alike; best of `repeats` rounds.
+    # Never concurrent: the reference waits on its pipe while ours runs.
+    seconds: dict[tuple[str, str, str], float] = {}
     for c in cases:
-        key = (c["name"], c["outputs"])
+        variants = [("ours", ours_with(default_budget))]
+        if server is not None:
+            variants.insert(0, ("FlagEmbedding", server.time))
+        if c["outputs"] == "all":
+            variants += [(f"ours, max_batch_tokens={b}", ours_with(b)) for b in budgets]
         for r in range(args.repeats):
-            if server is not None:
-                ref_seconds[key] = min(ref_seconds.get(key, float("inf")), server.time(c, warmup=r == 0))
-            ours_seconds[key] = min(ours_seconds.get(key, float("inf")), time_ours(emb, c, warmup=r == 0))
+            for side, run in variants:
+                key = (c["name"], c["outputs"], side)
+                seconds[key] = min(seconds.get(key, float("inf")), run(c, r == 0))
+    emb.max_batch_tokens = default_budget
     if server is not None:
         server.close()
-    budget_rows = []
-    for budget in [int(b) for b in args.budgets.split(",") if b.strip()]:
-        emb.max_batch_tokens = budget
-        for c in cases:
-            if c["outputs"] == "all":
-                best = min(time_ours(emb, c, warmup=r == 0) for r in range(args.repeats))
-                budget_rows.append((c, budget, best))
     peak = max(peak_start, matmul_peak_flops())
 
     rows, figures = [], []
@@ -227,14 +235,11 @@ def main(argv: list[str] | None = None) -> int:
         )
 
     for c in cases:
-        key = (c["name"], c["outputs"])
-        ref = ref_seconds.get(key)
-        if ref is not None:
-            add(c, "FlagEmbedding", ref, "")
-        add(c, "ours", ours_seconds[key], f"{ref / ours_seconds[key]:.2f}x" if ref else "")
-    for c, budget, seconds in budget_rows:
-        ref = ref_seconds.get((c["name"], c["outputs"]))
-        add(c, f"ours, max_batch_tokens={budget}", seconds, f"{ref / seconds:.2f}x" if ref else "")
+        ref = seconds.get((c["name"], c["outputs"], "FlagEmbedding"))
+        for (name, outputs, side), t in seconds.items():
+            if (name, outputs) == (c["name"], c["outputs"]):
+                ratio = f"{ref / t:.2f}x" if ref and side != "FlagEmbedding" else ""
+                add(c, side, t, ratio)
 
     env = env_summary(threads)
     print(
