@@ -131,6 +131,7 @@ class TrainDataset:
         query_instruction: str | None = None,
         seed: int = 42,
         skipped: Counter | None = None,
+        passage_instruction: str | None = None,
     ):
         if group_size < 1:
             raise ValueError(f"group_size must be >= 1, got {group_size}")
@@ -139,6 +140,7 @@ class TrainDataset:
         self.examples = examples
         self.group_size = group_size
         self.query_instruction = query_instruction
+        self.passage_instruction = passage_instruction  # prefix for every passage (e5-style "passage: ")
         self.seed = seed
         self.skipped = skipped or Counter()
 
@@ -204,6 +206,6 @@ class TrainDataset:
         teacher = None
         if ex.pos_scores is not None and ex.neg_scores is not None:
             teacher = [ex.pos_scores[p]] + [ex.neg_scores[i] for i in negs]
-        return Group(
-            self.query_text(ex), [ex.pos[p]] + [ex.neg[i] for i in negs], teacher, ex.in_batch_negatives
-        )
+        prefix = self.passage_instruction or ""
+        passages = [prefix + t for t in [ex.pos[p]] + [ex.neg[i] for i in negs]]
+        return Group(self.query_text(ex), passages, teacher, ex.in_batch_negatives)
