@@ -69,6 +69,8 @@ def mine_pairs(params: MineParams | None = None, warehouse: str | None = None) -
     """Ingest the configured sources; returns the run's totals by outcome and the warehouse counts."""
     configure_environment()
     params = params or MineParams()
+    if not params.enabled:
+        return {"run_id": None, "seconds": 0.0, "totals": {}, "counts": {}}
     result = ingest(params, str(warehouse or warehouse_path()))
     lines = [f"| {k} | {v} |" for k, v in sorted(result["totals"].items())]
     create_markdown_artifact(

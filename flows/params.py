@@ -10,6 +10,7 @@ from pydantic import BaseModel, Field
 class MineParams(BaseModel):
     """Which real data to mine into the warehouse."""
 
+    enabled: bool = Field(True, description="off: use the warehouse as it is")
     gettext: bool = Field(True, description="gettext catalogs (translation pairs)")
     gettext_globs: list[str] = Field(default_factory=lambda: ["/usr/share/locale/*/LC_MESSAGES/*.mo"])
     max_catalogs_per_language: int | None = Field(
