@@ -7,9 +7,9 @@ decision and its reason. Aliases only (MLflow stages are deprecated).
 from __future__ import annotations
 
 import hashlib
-import re
 import json
 import logging
+import re
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path

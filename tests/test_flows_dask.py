@@ -30,7 +30,9 @@ def test_sharded_encoding_on_dask_equals_one_process(harness, tiny_model_dir, tm
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("\n".join(texts) + "\n")
     merged = Embeddings.load(encode_corpus(str(tiny_model_dir), str(corpus), str(tmp_path / "emb"), shards=4))
-    ref = M3Embedder(str(tiny_model_dir), show_progress=False).encode(texts, return_sparse=True, return_colbert_vecs=True)
+    ref = M3Embedder(str(tiny_model_dir), show_progress=False).encode(
+        texts, return_sparse=True, return_colbert_vecs=True
+    )
     assert merged.meta["shards"] == 4 and len(merged) == len(texts)
     np.testing.assert_allclose(merged.dense, ref["dense_vecs"], atol=1e-5)
     for got, want in zip(merged.lexical, ref["lexical_weights"], strict=True):
