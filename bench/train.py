@@ -60,7 +60,14 @@ MODEL_SHAPE = {
 }
 GROUP_SIZE = 2
 SHORT, LONG = (30, 60), (400, 1000)
-EDGES = [0, 64, 128, 256, 512, 1024]
+EDGES = [
+    0,
+    64,
+    128,
+    256,
+    512,
+    1024,
+]  # the last edge is LONG's upper length: the random side's padded worst case
 
 
 # ---------------------------------------------------------------------------------------------- data and model
@@ -87,11 +94,17 @@ class TextMaker:
 
     def text(self, n_tokens: int) -> str:
         lang = self.rng.choice(self.langs)
-        # ~3 tokens per word with this tokenizer; generate more words than needed, then cut at a token boundary.
-        words = self.textgen.long_text(n_tokens, seed=self.rng.randrange(1 << 30), lang=lang)
-        enc = self.tok(words, add_special_tokens=False, return_offsets_mapping=True)
+        seed = self.rng.randrange(1 << 30)
         body = n_tokens - 2  # <s> ... </s>
-        return words[: enc["offset_mapping"][body - 1][1]]
+        words = n_tokens // 2  # this tokenizer splits a generated word into ~2.5-4 pieces
+        while True:
+            text = self.textgen.long_text(words, seed=seed, lang=lang)
+            enc = self.tok(
+                text, add_special_tokens=False, return_offsets_mapping=True, truncation=True, max_length=body
+            )
+            if len(enc["input_ids"]) == body:
+                return text[: enc["offset_mapping"][-1][1]]  # cut after the body-th token
+            words *= 2
 
     def query(self) -> str:
         lang = self.rng.choice(self.langs)
@@ -145,13 +158,13 @@ def make_trainer(model_dir: Path, out_dir: Path, examples: list[dict], **overrid
 
 
 # ---------------------------------------------------------------------------------------------- part 1
-def throughput(model_dir: Path, work: Path, n_examples: int, budget: int) -> dict:
+def throughput(model_dir: Path, work: Path, n_examples: int, budget: int, edges: list[int]) -> dict:
     """One epoch of the same examples per sampler, steps interleaved; real tokens/s and padding fraction."""
     from m3core.model import M3Model
 
     tokenizer = M3Model.from_pretrained(model_dir).tokenizer
     examples = skewed_examples(tokenizer, n_examples)
-    longest = EDGES[-1]
+    longest = LONG[1]
     random_batch = budget // (GROUP_SIZE * longest)
     common = {"passage_max_length": longest, "tokens_per_batch": budget, "learning_rate": 1e-4}
     trainers = {
@@ -160,8 +173,8 @@ def throughput(model_dir: Path, work: Path, n_examples: int, budget: int) -> dic
             work / "bucket",
             examples,
             sampler="length_bucket",
-            bucket_edges=EDGES,
-            max_batch_size=budget // (GROUP_SIZE * EDGES[1]),
+            bucket_edges=edges,
+            max_batch_size=budget // (GROUP_SIZE * edges[1]),
             **common,
         ),
         "random": make_trainer(
@@ -195,9 +208,9 @@ def throughput(model_dir: Path, work: Path, n_examples: int, budget: int) -> dic
         "examples": n_examples,
         "budget": budget,
         "random_batch": random_batch,
-        "edges": EDGES,
+        "edges": edges,
         "bucket_batch_sizes": [
-            trainers["length_bucket"].sampler.batch_size(b) for b in range(len(EDGES) - 1)
+            trainers["length_bucket"].sampler.batch_size(b) for b in range(len(edges) - 1)
         ],
         "stats": stats,
         "load_before": load_before,
@@ -399,6 +412,12 @@ def main(argv: list[str] | None = None) -> int:
         "--budget", type=int, default=16384, help="part 1 tokens_per_batch (padded passage tokens per step)"
     )
     parser.add_argument(
+        "--edges",
+        type=lambda v: [int(x) for x in v.split(",")],
+        default=EDGES,
+        help=f"part 1 bucket edges (default {','.join(map(str, EDGES))})",
+    )
+    parser.add_argument(
         "--length", type=int, default=None, help="part 2 passage tokens (default 1024, --quick 512)"
     )
     parser.add_argument(
@@ -439,7 +458,7 @@ def main(argv: list[str] | None = None) -> int:
         work = Path(tmp)
         model_dir = build_model(work / "model", max_tokens=max(length, 8192))
         if args.only in (None, "throughput"):
-            results["throughput"] = report_throughput(model_dir, work, n_examples, args.budget)
+            results["throughput"] = report_throughput(model_dir, work, n_examples, args.budget, args.edges)
         if args.only in (None, "memory"):
             results["memory"] = report_memory(model_dir, work, length, args.cap_mib, args.max_batch, threads)
             if torch.cuda.is_available():
@@ -452,15 +471,15 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def report_throughput(model_dir: Path, work: Path, n_examples: int, budget: int) -> dict:
+def report_throughput(model_dir: Path, work: Path, n_examples: int, budget: int, edges: list[int]) -> dict:
     print(f"\n== 1. tokens/s: length-bucketed vs random batches ({n_examples} examples, one epoch each) ==")
-    r = throughput(model_dir, work, n_examples, budget)
+    r = throughput(model_dir, work, n_examples, budget, edges)
     print(
         f"data: 80% of examples with passages of {SHORT[0]}-{SHORT[1]} tokens, 20% with {LONG[0]}-{LONG[1]}.\n"
         f"same budget for both: tokens_per_batch={budget} padded passage tokens per step.\n"
         f"length_bucket: edges {r['edges']}, examples per batch = budget // ({GROUP_SIZE} x bucket's upper edge) "
         f"= {r['bucket_batch_sizes']}.\n"
-        f"random: {r['random_batch']} examples per batch = budget // ({GROUP_SIZE} x {EDGES[-1]}): its batches mix "
+        f"random: {r['random_batch']} examples per batch = budget // ({GROUP_SIZE} x {LONG[1]}): its batches mix "
         "lengths and pad to their longest member, so the batch size must be the one whose worst batch (holding "
         "the longest example) stays within the same budget; a larger one would exceed the memory the bucketed "
         "run was given whenever it draws a long example."
