@@ -147,3 +147,72 @@ def print_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> Non
         )
         if j == 0:
             print("  ".join("-" * w for w in widths))
+
+
+# ----------------------------------------------------------------------------- peak memory of one call (Linux)
+def proc_status_kib(field: str) -> int:
+    """A `/proc/self/status` memory field in KiB, e.g. `VmRSS` (resident now) or `VmHWM` (peak resident)."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise RuntimeError(f"{field} not in /proc/self/status")
+
+
+def reset_peak_rss() -> None:
+    """Reset this process's VmHWM to its current RSS (Linux >= 4.0), so a later VmHWM is the peak since now."""
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+
+
+def _forked_child(target: Callable, args: tuple, conn) -> None:
+    import traceback
+
+    try:
+        conn.send(("ok", target(*args)))
+    except BaseException:
+        conn.send(("error", traceback.format_exc()))
+
+
+class ForkedRunner:
+    """Call a function in a fresh child process per call, forked from a server that has `preload` imported.
+
+    A fresh process per call gives each its own peak RSS; forking from a server with the libraries already
+    imported (multiprocessing's forkserver) saves the 10-20 s that importing torch and transformers costs a new
+    interpreter on a busy machine. The server does no torch work, so forking it is safe. `env` is set for the
+    server (it reads its environment once, when it starts) and restored in this process afterwards.
+    """
+
+    def __init__(self, preload: Sequence[str], env: dict[str, str] | None = None):
+        import multiprocessing
+        from multiprocessing import forkserver
+
+        self.ctx = multiprocessing.get_context("forkserver")
+        self.ctx.set_forkserver_preload(list(preload))
+        env = env or {}
+        saved = {k: os.environ.get(k) for k in env}
+        os.environ.update(env)
+        try:
+            forkserver.ensure_running()
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+
+    def __call__(self, target: Callable, *args: object) -> object:
+        """`target(*args)` in a new child; returns its (picklable) result or raises with the child's traceback."""
+        receive, send = self.ctx.Pipe(duplex=False)
+        proc = self.ctx.Process(target=_forked_child, args=(target, args, send))
+        proc.start()
+        send.close()
+        try:
+            status, payload = receive.recv()
+        except EOFError:
+            proc.join()
+            raise RuntimeError(f"{target.__name__}{args!r:.200} died (exit code {proc.exitcode})") from None
+        proc.join()
+        if status != "ok":
+            raise RuntimeError(f"{target.__name__}{args!r:.200} failed:\n{payload}")
+        return payload

@@ -1,10 +1,10 @@
 """Training throughput and memory: length-bucketed vs random batches, split-batch vs whole batches at a long length.
 
-    .venv/bin/python bench/train.py [--quick] [--threads 2] [--cap-mib 700] [--json FILE]
+    .venv/bin/python bench/train.py [--quick] [--threads 1] [--length 1024] [--cap-mib N] [--json FILE]
 
-Both parts drive the real `m3core.train.Trainer` (`train_step` on the batches its sampler draws: tokenization,
-all three modes, M3Loss with self-distillation, backward, AdamW) on a small random XLM-R-shaped model (hidden 128,
-2 layers, 4 heads, 4096 positions, tokenizer trained on generated text), built fresh in a temporary directory.
+Both parts drive the real `m3core.train.Trainer` (`train_step`: tokenization, all three modes, M3Loss with
+self-distillation, backward, AdamW) on a small random XLM-R-shaped model (hidden 128, 2 layers, 4 heads, attention
+dropout 0.1 as in XLM-R, 8192 positions, tokenizer trained on generated text), built in a temporary directory.
 
 1. Throughput on length-skewed data (80% of examples short, 30-60 tokens; 20% long, 400-1000 tokens; group size 2).
    Both samplers get the same token budget (`tokens_per_batch` padded passage tokens per step, i.e. the same
@@ -15,13 +15,14 @@ all three modes, M3Loss with self-distillation, backward, AdamW) on a small rand
    over one epoch of the same examples, and the padding fraction. The two trainers alternate steps (whichever
    is behind in its epoch goes next) so load changes on a shared machine hit both alike.
 2. Largest batch at a long length (every passage exactly `--length` tokens) under one memory cap, with and
-   without split-batch (`sub_batch_size=1` + activation checkpointing). Each trial is a child process that builds
-   the Trainer, resets its peak-RSS counter, runs one training step at the given batch size and reports its peak
-   RSS above the RSS it had before the step; the batch grows by doubling, then bisects to the largest that stays
-   under `--cap-mib`. Also the step time of each side's largest batch.
+   without split-batch (`sub_batch_size=1` + activation checkpointing). Each trial is a fresh child process that
+   builds the Trainer, takes a warm-up step on a short example, resets its peak RSS, runs one training step at the
+   batch size and reports its peak RSS above the RSS before the step. The cap defaults to 1.5 × the peak of a
+   whole batch of 1 (so that side fits exactly 1); the search is in `largest_batch`. Also each side's step time.
 
-With CUDA available it also runs one bf16 training step per side at a fixed batch and prints the peak CUDA memory
-(`torch.cuda.max_memory_allocated` above what the model and optimizer held before the step) and step time.
+With CUDA available it also runs one bf16 training step per side at fixed batches (`CUDA_RUNS`) and prints the
+peak CUDA memory (`torch.cuda.max_memory_allocated` above what the model and optimizer held before the step) and
+the step time. Part 2 stays on the CPU there (its trials hide the GPU), so its figures compare across machines.
 """
 
 from __future__ import annotations
@@ -29,19 +30,23 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import multiprocessing
 import os
 import random
 import subprocess
 import sys
 import tempfile
 import time
-import traceback
-from multiprocessing import forkserver
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import env_summary, pin_threads, print_table
+from _common import (
+    ForkedRunner,
+    env_summary,
+    pin_threads,
+    print_table,
+    proc_status_kib,
+    reset_peak_rss,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 OFFLINE_ENV = {
@@ -60,14 +65,10 @@ MODEL_SHAPE = {
 }
 GROUP_SIZE = 2
 SHORT, LONG = (30, 60), (400, 1000)
-EDGES = [
-    0,
-    64,
-    128,
-    256,
-    512,
-    1024,
-]  # the last edge is LONG's upper length: the random side's padded worst case
+# Part 1's bucket edges; the last is LONG's upper length, the random side's padded worst case.
+EDGES = [0, 64, 128, 256, 512, 1024]
+# GPU part: (passage tokens, examples) per bf16 step.
+CUDA_RUNS = ((4096, 8), (8192, 4))
 
 
 # ---------------------------------------------------------------------------------------------- data and model
@@ -219,14 +220,6 @@ def throughput(model_dir: Path, work: Path, n_examples: int, budget: int, edges:
 
 
 # ---------------------------------------------------------------------------------------------- part 2
-def _status_kib(field: str) -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise RuntimeError(f"{field} not in /proc/self/status")
-
-
 def trial(spec: dict) -> dict:
     """One training step at `spec["batch"]` examples of `spec["length"]`-token passages (run in a fresh child)."""
     import torch
@@ -257,10 +250,8 @@ def trial(spec: dict) -> dict:
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
         cuda_before = torch.cuda.memory_allocated()
-    # Writing 5 to clear_refs resets VmHWM (Linux >= 4.0), so the peak below is the step's, not the set-up's.
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")
-    rss_before = _status_kib("VmRSS")
+    reset_peak_rss()  # the peak below is the step's, not the set-up's
+    rss_before = proc_status_kib("VmRSS")
     start = time.perf_counter()
     metrics = trainer.train_step(list(range(1, n + 1)))
     if cuda:
@@ -274,7 +265,7 @@ def trial(spec: dict) -> dict:
         "bf16": trainer.use_bf16,
         "step_s": seconds,
         "rss_before_mib": rss_before / 1024,
-        "peak_mib": (_status_kib("VmHWM") - rss_before) / 1024,
+        "peak_mib": (proc_status_kib("VmHWM") - rss_before) / 1024,
         "tokens": metrics["tokens"],
         "loss": metrics["loss"],
     }
@@ -283,53 +274,17 @@ def trial(spec: dict) -> dict:
     return out
 
 
-def _trial_child(spec: dict, conn) -> None:
-    try:
-        conn.send(("ok", trial(spec)))
-    except BaseException:
-        conn.send(("error", traceback.format_exc()))
+def trial_runner() -> ForkedRunner:
+    """Trials on the CPU (comparable figures on a GPU machine too), in fresh children of a preloaded server.
 
-
-class TrialRunner:
-    """Runs each trial in a fresh child process, forked from a server that has already imported torch and m3core.
-
-    A fresh process per trial gives each its own peak RSS; forking from a server that has the libraries loaded
-    (multiprocessing's forkserver) saves the ~10-20 s import per trial that a new interpreter costs on a busy
-    machine. The server has done no torch work, so forking it is safe.
+    The server runs with a fixed mmap threshold, so every buffer of 64 KiB or more is its own mapping and is
+    returned to the OS when freed: RSS then follows live tensor memory (glibc's default threshold adapts upwards
+    and keeps freed buffers resident, which would hide part of a step's peak).
     """
-
-    def __init__(self, cpu_only: bool = True):
-        self.ctx = multiprocessing.get_context("forkserver")
-        self.ctx.set_forkserver_preload(["torch", "transformers", "m3core.train.trainer"])
-        # The server reads its environment when it starts: CPU only (comparable figures on a GPU machine too),
-        # and a fixed mmap threshold so every buffer of 64 KiB or more is its own mapping, returned to the OS
-        # when freed: RSS then follows live tensor memory (glibc's adaptive threshold keeps freed buffers).
-        extra = {"MALLOC_MMAP_THRESHOLD_": "65536", **({"CUDA_VISIBLE_DEVICES": ""} if cpu_only else {})}
-        saved = {k: os.environ.get(k) for k in extra}
-        os.environ.update(extra)
-        try:
-            forkserver.ensure_running()
-        finally:
-            for k, v in saved.items():
-                if v is None:
-                    os.environ.pop(k, None)
-                else:
-                    os.environ[k] = v
-
-    def __call__(self, spec: dict) -> dict:
-        receive, send = self.ctx.Pipe(duplex=False)
-        proc = self.ctx.Process(target=_trial_child, args=(spec, send))
-        proc.start()
-        send.close()
-        try:
-            status, payload = receive.recv()
-        except EOFError:
-            proc.join()
-            raise RuntimeError(f"trial {spec} died (exit code {proc.exitcode})") from None
-        proc.join()
-        if status != "ok":
-            raise RuntimeError(f"trial {spec} failed:\n{payload}")
-        return payload
+    return ForkedRunner(
+        ["torch", "transformers", "m3core.train.trainer"],
+        env={"MALLOC_MMAP_THRESHOLD_": "65536", "CUDA_VISIBLE_DEVICES": ""},
+    )
 
 
 def run_trial_subprocess(spec: dict) -> dict:
@@ -347,7 +302,7 @@ def run_trial_subprocess(spec: dict) -> dict:
 
 
 def largest_batch(
-    run: TrialRunner, spec: dict, cap_mib: float, limit: int, trials: list[dict]
+    run: ForkedRunner, spec: dict, cap_mib: float, limit: int, trials: list[dict]
 ) -> dict | None:
     """Largest batch (≤ `limit`) whose step peaks at or under `cap_mib`; None when a batch of 1 does not fit.
 
@@ -360,7 +315,7 @@ def largest_batch(
     seen: dict[int, dict] = {}
 
     def probe(b: int) -> bool:
-        r = run({**spec, "batch": b})
+        r = run(trial, {**spec, "batch": b})
         r["fits"] = r["peak_mib"] <= cap_mib
         seen[b] = r
         trials.append(r)
@@ -447,6 +402,8 @@ def main(argv: list[str] | None = None) -> int:
     length = args.length or (512 if args.quick else 1024)
     env = env_summary(threads)
     print(f"torch {env['torch']}, torch.set_num_threads({threads}), {env['cores']} cores: {env['cpu']}")
+    if torch.cuda.is_available():
+        print(f"GPU: {torch.cuda.get_device_name()} (part 1 and the GPU part run on it; part 2 on the CPU)")
     print(f"load average (1/5/15 min) at start: {_load()}")
     print(
         f"model: random XLM-R shape {MODEL_SHAPE} (attention dropout 0.1, as XLM-R), group size {GROUP_SIZE}, "
@@ -522,12 +479,12 @@ def report_memory(
         "kernel, which keeps every head's L x L attention probabilities for backward; a whole batch holds them for "
         "all passages and layers, split-batch with checkpointing for one passage and one layer at a time."
     )
-    run = TrialRunner(cpu_only=True)
+    run = trial_runner()
     base = {"model": str(model_dir), "length": length, "threads": threads}
     out: dict = {"length": length, "load_before": os.getloadavg()}
     trials: list[dict] = []
     if cap is None:
-        one = run({**base, "split": False, "batch": 1, "out": str(work / "trial-cap")})
+        one = run(trial, {**base, "split": False, "batch": 1, "out": str(work / "trial-cap")})
         trials.append(one)
         cap = round(1.5 * one["peak_mib"] / 10) * 10
         print(
@@ -570,7 +527,7 @@ def report_cuda(model_dir: Path, work: Path, threads: int) -> dict:
     """One bf16 step per side on the GPU at fixed batches: peak CUDA memory and step time."""
     print("\n== GPU: one training step (bf16 autocast), peak CUDA memory whole vs split-batch ==")
     rows, out = [], {}
-    for length, batch in ((4096, 8), (8192, 4)):
+    for length, batch in CUDA_RUNS:
         for split in (False, True):
             spec = {
                 "model": str(model_dir),
@@ -589,7 +546,7 @@ def report_cuda(model_dir: Path, work: Path, threads: int) -> dict:
                     split,
                     r["device"],
                     r["bf16"],
-                    f"{r['cuda_peak_mib']:.0f}",
+                    f"{r['cuda_peak_mib']:.0f}" if "cuda_peak_mib" in r else "-",
                     f"{r['step_s']:.3f}",
                 ]
             )
