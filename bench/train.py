@@ -182,10 +182,10 @@ def throughput(model_dir: Path, work: Path, n_examples: int, budget: int, edges:
             model_dir, work / "random", examples, sampler="random", batch_size=random_batch, **common
         ),
     }
-    # Warm-up (allocator, thread pool, lazy AdamW state): one step each on a batch neither epoch counts.
-    for t in trainers.values():
-        t.train_step(list(range(2)))
     batches = {name: list(t.sampler) for name, t in trainers.items()}
+    # Warm-up (allocator, thread pool, lazy AdamW state): each trainer steps once on its first batch, uncounted.
+    for name, t in trainers.items():
+        t.train_step(batches[name][0])
     stats = {name: {"steps": 0, "tokens": 0.0, "padded": 0.0, "seconds": 0.0} for name in trainers}
     load_before = os.getloadavg()
     while True:
@@ -361,7 +361,7 @@ def main(argv: list[str] | None = None) -> int:
         help="torch intra-op threads (default 1: on a loaded 2-core machine 2 threads run ~3x slower)",
     )
     parser.add_argument(
-        "--examples", type=int, default=None, help="part 1 examples (default 160, --quick 64)"
+        "--examples", type=int, default=None, help="part 1 examples (default 160, --quick 96)"
     )
     parser.add_argument(
         "--budget", type=int, default=16384, help="part 1 tokens_per_batch (padded passage tokens per step)"
@@ -398,7 +398,7 @@ def main(argv: list[str] | None = None) -> int:
     threads = pin_threads(args.threads)
     import torch
 
-    n_examples = args.examples or (64 if args.quick else 160)
+    n_examples = args.examples or (96 if args.quick else 160)
     length = args.length or (512 if args.quick else 1024)
     env = env_summary(threads)
     print(f"torch {env['torch']}, torch.set_num_threads({threads}), {env['cores']} cores: {env['cpu']}")
