@@ -66,6 +66,7 @@ MODES = ("dense", "sparse", "colbert", "dense+sparse", "all")
 COLUMNS = (*MODES, "bm25")
 KINDS = ("monolingual", "cross-lingual")
 RUNS = ("zero-shot", "trained+SD", "trained-noSD")
+RUN_DIRS = {"trained+SD": "model-sd", "trained-noSD": "model-nosd"}
 TRAIN_KEYS = (
     "steps",
     "examples",
@@ -82,24 +83,37 @@ def loadavg() -> str:
 
 
 class Timer:
-    """Wall seconds per stage, logged with the load average (a shared machine: say how busy it was)."""
+    """Wall seconds per stage, logged with the load average (a shared machine: say how busy it was).
 
-    def __init__(self) -> None:
-        self.seconds: dict[str, float] = {}
+    Kept in ``path``: a stage whose output already existed (reused) keeps the seconds of the run that computed it.
+    """
 
-    def __call__(self, name: str):
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.stages: dict[str, dict] = json.loads(path.read_text()) if path.exists() else {}
+
+    def __call__(self, name: str, output: Path | None = None, fresh: bool = False):
         timer = self
 
         class _Stage:
             def __enter__(self):
-                log.info("== %s (load %s)", name, loadavg())
-                self.t0 = time.perf_counter()
+                self.reused = output is not None and output.exists() and not fresh
+                log.info("== %s (load %s)%s", name, loadavg(), " reusing" if self.reused else "")
+                self.t0, self.load0 = time.perf_counter(), loadavg()
 
             def __exit__(self, *exc):
-                timer.seconds[name] = round(time.perf_counter() - self.t0, 1)
-                log.info("== %s: %.0f s (load %s)", name, timer.seconds[name], loadavg())
+                if exc[0] is not None or (self.reused and name in timer.stages):
+                    return
+                seconds = round(time.perf_counter() - self.t0, 1)
+                timer.stages[name] = {"seconds": seconds, "load": f"{self.load0} -> {loadavg()}"}
+                timer.path.write_text(json.dumps(timer.stages, indent=2))
+                log.info("== %s: %.0f s (load %s)", name, seconds, loadavg())
 
         return _Stage()
+
+    @property
+    def seconds(self) -> dict[str, float]:
+        return {k: v["seconds"] for k, v in self.stages.items()}
 
 
 # ----------------------------------------------------------------------------------------------- inputs
@@ -370,50 +384,117 @@ def summary_table(reports: dict[str, dict], bm25: dict, metric: str = "ndcg@10")
     return rows
 
 
-def claims(reports: dict[str, dict], bm25: dict) -> list[dict]:
-    """Each headline claim, per kind, with the figures it rests on (nDCG@10 ×100) and whether it holds."""
-    zs, sd, nosd = (reports.get(r) for r in RUNS)
+def per_query_ndcg(model: Path | None, eval_dir: Path, args: argparse.Namespace) -> dict[str, dict]:
+    """nDCG@10 per query: ``{mode: {set: {query_id: value}}}`` (BM25 when ``model`` is None).
+
+    Re-runs only the searches: the embeddings come from the cache `evaluate` filled (same texts, outputs, lengths
+    and model fingerprint, so the same cache entries), so this costs seconds, not an encoding pass.
+    """
+    from m3core.evaluation import load_eval_sets
+    from m3core.evaluation.bm25 import BM25Index
+    from m3core.evaluation.evaluate import ids_to_run
+    from m3core.evaluation.metrics import per_query
+    from m3core.retrieval.corpus import cache_key, encode_texts, model_fingerprint
+    from m3core.retrieval.retriever import Retriever, RetrieverConfig, outputs_for
+
+    out: dict[str, dict] = defaultdict(dict)
+    sets = load_eval_sets(eval_dir)
+    if model is None:
+        for es in sets:
+            out["bm25"][es.name] = per_query(
+                es.qrels, BM25Index(es.corpus).search(es.queries, k=100), ("ndcg@10",)
+            )["ndcg@10"]
+        return dict(out)
+    model_id, outputs, embedder = model_fingerprint(model), outputs_for(list(MODES)), None
+    cache = args.out / "work" / "emb-cache"
+
+    def embed(texts: list[str], side: str, max_length: int):
+        nonlocal embedder
+        key = cache_key(model_id, texts, outputs, max_length, side)
+        if embedder is None and not (cache / f"{side}-{key[:20]}" / "meta.json").exists():
+            embedder = embedder_for(model, args)  # not cached after all: encode
+        return encode_texts(
+            embedder, texts, outputs=outputs, side=side, batch_size=args.batch_size, max_length=max_length,
+            cache_dir=cache / f"{side}-{key[:20]}", model_id=model_id,
+        )  # fmt: skip
+
+    for es in sets:
+        doc_ids, query_ids = list(es.corpus), list(es.queries)
+        corpus = embed([PASSAGE_PREFIX + es.corpus[d] for d in doc_ids], "passage", args.passage_max_length)
+        queries = embed([es.queries[q] for q in query_ids], "query", args.query_max_length)
+        retriever = Retriever(corpus, RetrieverConfig(weights="short"))
+        for mode in MODES:
+            scores, ids = retriever.search(queries, mode, k=100)
+            run = ids_to_run(query_ids, doc_ids, scores, ids)
+            out[mode][es.name] = per_query(es.qrels, run, ("ndcg@10",))["ndcg@10"]
+    return dict(out)
+
+
+def paired_bootstrap(
+    a: dict[str, dict[str, float]], b: dict[str, dict[str, float]], n: int = 2000, seed: int = 0
+) -> tuple[float, float, float]:
+    """95% interval of the difference of macro-averaged (over sets) nDCG@10 ×100, queries resampled within
+    each set with the same draw for both sides; and the fraction of resamples where a > b."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    per_set = []
+    for name in sorted(set(a) & set(b)):
+        qids = sorted(set(a[name]) & set(b[name]))
+        d = np.array([a[name][q] - b[name][q] for q in qids])
+        idx = rng.integers(0, len(d), size=(n, len(d)))
+        per_set.append(d[idx].mean(axis=1))
+    deltas = 100 * np.mean(per_set, axis=0)
+    lo, hi = np.percentile(deltas, [2.5, 97.5])
+    return float(lo), float(hi), float((deltas > 0).mean())
+
+
+def claims(reports: dict[str, dict], bm25: dict, pq: dict[str, dict] | None = None) -> list[dict]:
+    """Each headline claim, per kind: the figures it rests on (nDCG@10 ×100), whether it holds, and — with per-query
+    figures ``pq[run][mode][set][qid]`` — a paired-bootstrap 95% interval of the difference."""
     out = []
+    reports = {**reports, "bm25": bm25}
+    have = {r: reports.get(r) is not None for r in (*RUNS, "bm25")}
     for kind in KINDS:
 
-        def v(rep, mode, kind=kind):
-            return None if rep is None else kind_avg(rep, kind, mode)
+        def v(run, mode, kind=kind):
+            return kind_avg(reports[run], kind, mode) if have.get(run) else None
 
-        if sd is not None:
-            best_zs = max(MODES, key=lambda m: v(zs, m))
-            checks = [
-                (
-                    "trained+SD dense > zero-shot dense (the backbone's own mode)",
-                    v(sd, "dense"),
-                    v(zs, "dense"),
-                ),
-                ("trained+SD all > zero-shot dense", v(sd, "all"), v(zs, "dense")),
-                (
-                    f"trained+SD all > zero-shot best mode ({best_zs}, fresh heads)",
-                    v(sd, "all"),
-                    v(zs, best_zs),
-                ),
-                ("trained+SD all > BM25", v(sd, "all"), v(bm25, "bm25")),
-                ("trained+SD dense > BM25", v(sd, "dense"), v(bm25, "bm25")),
-            ]
-            checks += [(f"trained+SD all > trained+SD {m}", v(sd, "all"), v(sd, m)) for m in MODES[:4]]
-            if nosd is not None:
-                checks.append(("sparse: trained+SD > trained-noSD", v(sd, "sparse"), v(nosd, "sparse")))
-                checks.append(
-                    ("sparse: trained+SD > zero-shot (fresh head)", v(sd, "sparse"), v(zs, "sparse"))
-                )
-                checks.append(("all: trained+SD vs trained-noSD", v(sd, "all"), v(nosd, "all")))
-            for text, a, b in checks:
-                out.append(
-                    {
-                        "kind": kind,
-                        "claim": text,
-                        "a": a,
-                        "b": b,
-                        "delta": None if a is None or b is None else a - b,
-                        "holds": a is not None and b is not None and a > b,
-                    }
-                )
+        if not have["trained+SD"]:
+            continue
+        best_zs = max(MODES, key=lambda m: v("zero-shot", m))
+        checks = [
+            ("trained+SD dense > zero-shot dense (the backbone's own mode)", ("trained+SD", "dense"), ("zero-shot", "dense")),
+            ("trained+SD all > zero-shot dense", ("trained+SD", "all"), ("zero-shot", "dense")),
+            (f"trained+SD all > zero-shot best mode ({best_zs}, fresh heads)", ("trained+SD", "all"), ("zero-shot", best_zs)),
+            ("trained+SD all > BM25", ("trained+SD", "all"), ("bm25", "bm25")),
+            ("trained+SD dense > BM25", ("trained+SD", "dense"), ("bm25", "bm25")),
+        ]  # fmt: skip
+        checks += [
+            (f"trained+SD all > trained+SD {m}", ("trained+SD", "all"), ("trained+SD", m)) for m in MODES[:4]
+        ]
+        if have["trained-noSD"]:
+            checks += [
+                ("sparse: trained+SD > trained-noSD", ("trained+SD", "sparse"), ("trained-noSD", "sparse")),
+                ("sparse: trained+SD > zero-shot (fresh head)", ("trained+SD", "sparse"), ("zero-shot", "sparse")),
+                ("all: trained+SD > trained-noSD", ("trained+SD", "all"), ("trained-noSD", "all")),
+            ]  # fmt: skip
+        for text, (ra, ma), (rb, mb) in checks:
+            a, b = v(ra, ma), v(rb, mb)
+            row = {
+                "kind": kind,
+                "claim": text,
+                "a": a,
+                "b": b,
+                "delta": None if a is None or b is None else a - b,
+                "holds": a is not None and b is not None and a > b,
+            }
+            if pq and ra in pq and rb in pq:
+                sets = {e["name"] for e in reports[ra]["sets"] if e["kind"] == kind}
+                pa = {s: q for s, q in pq[ra][ma].items() if s in sets}
+                pb = {s: q for s, q in pq[rb][mb].items() if s in sets}
+                row["ci95"], row["p_a_gt_b"] = paired_bootstrap(pa, pb)[:2], paired_bootstrap(pa, pb)[2]
+            out.append(row)
     return out
 
 
@@ -442,12 +523,17 @@ def markdown(result: dict) -> str:
             + " |"
         )
     lines.append("\nClaims:\n")
-    lines.append("| kind | claim | a | b | Δ | holds |")
-    lines.append("|---|---|---:|---:|---:|---|")
+    lines.append("| kind | claim | a | b | Δ | 95% CI of Δ (paired bootstrap) | holds |")
+    lines.append("|---|---|---:|---:|---:|---|---|")
     for c in result["claims"]:
         delta = "—" if c["delta"] is None else f"{c['delta']:+.1f}"
-        holds = "yes" if c["holds"] else "NO"
-        lines.append(f"| {c['kind']} | {c['claim']} | {fmt(c['a'])} | {fmt(c['b'])} | {delta} | {holds} |")
+        ci = f"[{c['ci95'][0]:+.1f}, {c['ci95'][1]:+.1f}]" if "ci95" in c else "—"
+        holds = (
+            "NO" if not c["holds"] else ("yes" if "ci95" not in c or c["ci95"][0] > 0 else "yes (CI spans 0)")
+        )
+        lines.append(
+            f"| {c['kind']} | {c['claim']} | {fmt(c['a'])} | {fmt(c['b'])} | {delta} | {ci} | {holds} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -548,10 +634,9 @@ def main(argv: list[str] | None = None) -> int:
     threads = pin_threads(args.threads)
     work = args.out / "work"
     work.mkdir(parents=True, exist_ok=True)
-    timer = Timer()
+    timer = Timer(work / "stage_seconds.json")
     env = {**env_summary(threads), "load_start": loadavg()}
     log.info("env %s", env)
-    t_all = time.perf_counter()
 
     with timer("inputs"):
         backbone = ensure_backbone(args.backbone)
@@ -559,25 +644,29 @@ def main(argv: list[str] | None = None) -> int:
         train_file, eval_dir, lang_of = export_data(args, warehouse, work)
     index = {m["name"]: m for m in json.loads((eval_dir / "index.json").read_text())}
     reports: dict[str, dict] = {}
-    with timer("eval zero-shot"):
+    with timer("eval zero-shot", args.out / "eval-zero-shot" / "report.json", args.fresh):
         reports["zero-shot"] = evaluate_model(
             backbone, eval_dir, args, args.out / "eval-zero-shot", bm25=True
         )
     bm25 = reports["zero-shot"]
-    with timer("hard negatives"):
+    with timer("hard negatives", work / "train-hn.jsonl", args.fresh):
         mining = mine_negatives(backbone, train_file, lang_of, args, work / "train-hn.jsonl")
     log.info("mining: %s", mining)
     trainings, health = {}, {}
     plan = [("trained+SD", True)] + ([] if args.skip_nosd else [("trained-noSD", False)])
     for run, sd in plan:
-        model_dir = work / ("model-sd" if sd else "model-nosd")
-        with timer(f"train {run}"):
+        model_dir = work / RUN_DIRS[run]
+        with timer(f"train {run}", model_dir / "bench_summary.json", args.fresh):
             trainings[run] = train(backbone, work / "train-hn.jsonl", model_dir, sd, args)
         health[run] = lexical_health(model_dir, args)
         log.info("%s lexical weights: %s", run, health[run])
-        with timer(f"eval {run}"):
+        with timer(f"eval {run}", args.out / f"eval-{run}" / "report.json", args.fresh):
             reports[run] = evaluate_model(model_dir, eval_dir, args, args.out / f"eval-{run}", bm25=False)
 
+    with timer("per-query figures"):
+        pq = {"bm25": per_query_ndcg(None, eval_dir, args)}
+        for run in reports:
+            pq[run] = per_query_ndcg(backbone if run == "zero-shot" else work / RUN_DIRS[run], eval_dir, args)
     n_lines = len((work / "train-hn.jsonl").read_text(encoding="utf-8").splitlines())
     result = {
         "env": {**env, "load_end": loadavg()},
@@ -592,11 +681,12 @@ def main(argv: list[str] | None = None) -> int:
         "table": summary_table(reports, bm25),
         "table_recall@100": summary_table(reports, bm25, "recall@100"),
         "per_set": per_set_rows(reports.get("trained+SD", bm25), bm25, index),
-        "claims": claims(reports, bm25),
+        "claims": claims(reports, bm25, pq),
         "mining": mining,
         "lexical_health": health,
         "training": {r: {k: t.get(k) for k in TRAIN_KEYS} for r, t in trainings.items()},
-        "seconds": {**timer.seconds, "total": round(time.perf_counter() - t_all, 1)},
+        "seconds": {**timer.seconds, "total of stages": round(sum(timer.seconds.values()), 1)},
+        "stage_load": {k: v["load"] for k, v in timer.stages.items()},
     }
     (args.out / "report.json").write_text(json.dumps(result, indent=2, ensure_ascii=False, default=str))
     md = markdown(result)
