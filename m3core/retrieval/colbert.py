@@ -30,11 +30,20 @@ def colbert_rescore(
 
     candidates = np.asarray(candidates)
     out = np.full(candidates.shape, -np.inf, dtype=np.float32)
-    for i, row in enumerate(candidates):
-        for j, doc in enumerate(row):
-            if doc >= 0:
-                out[i, j] = colbert_score(query_vecs[i], passage_vecs[doc])
+    with single_threaded_blas():
+        for i, row in enumerate(candidates):
+            for j, doc in enumerate(row):
+                if doc >= 0:
+                    out[i, j] = colbert_score(query_vecs[i], passage_vecs[doc])
     return out
+
+
+def single_threaded_blas():
+    """One BLAS thread for many tiny matrix products: with the default pool each `[tq, d] × [d, tp]` product
+    pays thread hand-off, measured 8.6 ms instead of 0.14 ms per score on a busy 2-core machine."""
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(limits=1, user_api="blas")
 
 
 def colbert_rerank(

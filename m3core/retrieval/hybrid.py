@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from m3core.retrieval.colbert import single_threaded_blas
 from m3core.retrieval.corpus import Embeddings
 from m3core.retrieval.topk import top_k_rows
 
@@ -80,7 +81,8 @@ def mode_scores(
         sparse = np.array([scoring.lexical_score(qw, corpus.lexical[d]) for d in ids], dtype=np.float32)
     if "colbert" in outputs:
         qv = queries.colbert[qi]
-        colbert = np.array([scoring.colbert_score(qv, corpus.colbert[d]) for d in ids], dtype=np.float32)
+        with single_threaded_blas():
+            colbert = np.array([scoring.colbert_score(qv, corpus.colbert[d]) for d in ids], dtype=np.float32)
     return ModeScores(ids, dense, sparse, colbert)
 
 
