@@ -38,11 +38,13 @@ class SynthParams(BaseModel):
     base_url: str | None = Field(None, description="OpenAI-compatible endpoint when local_server is off")
     model: str | None = None
     api_key_secret: str | None = Field(None, description="name of a Prefect Secret block holding the API key")
+    # The default local model (SmolLM2-135M) was measured to accept 67% in en/es, 33% in fr and 0% in de/ru/ja/zh:
+    # asking it in other languages only spends time. With a real endpoint, set languages=[] (all).
     languages: list[str] = Field(
-        default_factory=list, description="empty: every language with long documents"
+        default_factory=lambda: ["en", "es", "fr"], description="empty: every language with long documents"
     )
-    per_language: int = Field(3, ge=1, description="documents per language")
-    max_requests: int = Field(60, ge=1, description="cap on LLM requests this run")
+    per_language: int = Field(4, ge=1, description="documents per language")
+    max_requests: int = Field(24, ge=1, description="cap on LLM requests this run")
 
 
 class NegativesParams(BaseModel):
