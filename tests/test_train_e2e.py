@@ -12,13 +12,6 @@ from m3core import M3Embedder, scoring
 from m3core.train import TrainConfig, train
 
 
-def write_jsonl(path, examples):
-    with open(path, "w", encoding="utf-8") as fh:
-        for e in examples:
-            fh.write(json.dumps({k: e[k] for k in ("query", "pos", "neg")}) + "\n")
-    return path
-
-
 def mrr_per_mode(model_dir, examples) -> dict[str, float]:
     """MRR of each training query's positive among all passages, per mode."""
     emb = M3Embedder(str(model_dir), show_progress=False)
@@ -42,22 +35,11 @@ def mrr_per_mode(model_dir, examples) -> dict[str, float]:
 def trained(tiny_model_dir, tmp_path_factory):
     d = tmp_path_factory.mktemp("e2e")
     examples = textgen.retrieval_pairs(36, seed=7)
-    cfg = TrainConfig(
-        model=str(tiny_model_dir),
-        output_dir=str(d / "out"),
-        train_data=[str(write_jsonl(d / "t.jsonl", examples))],
-        group_size=2,
-        learning_rate=2e-3,
-        max_steps=40,
-        warmup_ratio=0.05,
-        temperature=0.05,
-        tokens_per_batch=4096,
-        max_batch_size=12,
-        logging_steps=5,
-        show_progress=False,
-        query_max_length=16,
-        passage_max_length=64,
-    )
+    data = textgen.write_training_jsonl(d / "t.jsonl", examples)
+    cfg = textgen.tiny_train_config(
+        tiny_model_dir, d / "out", data, learning_rate=2e-3, max_steps=40, warmup_ratio=0.05,
+        temperature=0.05, tokens_per_batch=4096, max_batch_size=12, logging_steps=5,
+    )  # fmt: skip
     before = mrr_per_mode(tiny_model_dir, examples)
     summary = train(cfg)
     after = mrr_per_mode(d / "out", examples)

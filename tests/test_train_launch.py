@@ -11,28 +11,11 @@ import pytest
 import textgen
 from procs import torchrun
 
-from m3core.train import TrainConfig
-
 
 @pytest.fixture()
 def config_file(tmp_path, tiny_model_dir):
-    data = tmp_path / "train.jsonl"
-    with data.open("w") as fh:
-        for e in textgen.retrieval_pairs(16, seed=2):
-            fh.write(json.dumps({"query": e["query"], "pos": e["pos"], "neg": e["neg"]}) + "\n")
-    cfg = TrainConfig(
-        model=str(tiny_model_dir),
-        output_dir=str(tmp_path / "out"),
-        train_data=[str(data)],
-        group_size=2,
-        max_steps=3,
-        tokens_per_batch=1024,
-        max_batch_size=4,
-        logging_steps=1,
-        show_progress=False,
-        query_max_length=16,
-        passage_max_length=64,
-    )
+    data = textgen.write_training_jsonl(tmp_path / "train.jsonl", textgen.retrieval_pairs(16, seed=2))
+    cfg = textgen.tiny_train_config(tiny_model_dir, tmp_path / "out", data, max_steps=3)
     path = tmp_path / "train.yaml"
     cfg.save(path)
     return path

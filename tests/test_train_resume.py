@@ -31,24 +31,15 @@ def launch(config_path, *extra):
 def make_config(tmp_path, tiny_model_dir, name):
     data = tmp_path / "train.jsonl"
     if not data.exists():
-        with data.open("w") as fh:
-            for e in textgen.retrieval_pairs(24, seed=5):
-                fh.write(json.dumps({"query": e["query"], "pos": e["pos"], "neg": e["neg"]}) + "\n")
-    cfg = TrainConfig(
-        model=str(tiny_model_dir),
-        output_dir=str(tmp_path / name),
-        train_data=[str(data)],
-        group_size=2,
+        textgen.write_training_jsonl(data, textgen.retrieval_pairs(24, seed=5))
+    cfg = textgen.tiny_train_config(
+        tiny_model_dir,
+        tmp_path / name,
+        data,
         learning_rate=1e-3,
         max_steps=14,
         save_steps=3,
-        tokens_per_batch=1024,
-        max_batch_size=4,
         self_distill_start_step=4,
-        show_progress=False,
-        logging_steps=1,
-        query_max_length=16,
-        passage_max_length=64,
     )
     path = tmp_path / f"{name}.yaml"
     cfg.save(path)

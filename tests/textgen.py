@@ -171,3 +171,25 @@ def retrieval_pairs(n_topics: int = 24, seed: int = 0, passage_words: int = 24) 
 def long_text(n_words: int, seed: int = 0, lang: str = "en") -> str:
     rng = random.Random(seed)
     return " ".join(rng.choices(WORDS[lang] + FILLER[lang], k=n_words))
+
+
+def write_training_jsonl(path, examples: list[dict]):
+    """FlagEmbedding training lines (`query`, `pos`, `neg`) for `examples`; returns `path`."""
+    import json
+
+    with open(path, "w", encoding="utf-8") as fh:
+        for e in examples:
+            fh.write(json.dumps({k: e[k] for k in ("query", "pos", "neg")}) + "\n")
+    return path
+
+
+def tiny_train_config(model, output_dir, data, **overrides):
+    """A `TrainConfig` sized for the tiny test model (short texts, small batches, no progress bar)."""
+    from m3core.train import TrainConfig
+
+    base = {
+        "model": str(model), "output_dir": str(output_dir), "train_data": [str(data)], "group_size": 2,
+        "tokens_per_batch": 1024, "max_batch_size": 4, "logging_steps": 1, "show_progress": False,
+        "query_max_length": 16, "passage_max_length": 64,
+    }  # fmt: skip
+    return TrainConfig(**{**base, **overrides})
