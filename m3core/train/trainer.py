@@ -183,6 +183,8 @@ class Trainer:
             if head in cfg.frozen or head not in cfg.modes:
                 getattr(model, f"{head}_head").requires_grad_(False)
         if cfg.use_checkpointing and "encoder" not in cfg.frozen:
+            if getattr(model.backbone.config, "use_cache", False):
+                model.backbone.config.use_cache = False  # an encoder caches nothing; silences the warning
             model.backbone.activation_checkpointing_enable(
                 activation_checkpointing_kwargs={"use_reentrant": False}
             )
