@@ -258,23 +258,14 @@ def mine(
 
 # ---------------------------------------------------------------------------------------------- I/O
 def read_examples(path: str | Path) -> list[Example]:
-    """FlagEmbedding JSONL (``query``, ``pos`` required; ``prompt``/``type``/``lang`` kept)."""
-    path = Path(path)
-    out = []
-    with path.open(encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise ValueError(f"{path}:{n}: not valid JSON ({err.msg})") from err
-            pos = row.get("pos") if isinstance(row, dict) else None
-            if not isinstance(row.get("query"), str) or not isinstance(pos, list) or not pos:
-                raise ValueError(f"{path}:{n}: expected {{'query': str, 'pos': [str, ...]}}")
-            out.append(Example(query=row["query"], pos=[str(p) for p in pos], neg=[str(x) for x in row.get("neg", [])],
-                               prompt=row.get("prompt"), type=row.get("type"), lang=row.get("lang")))  # fmt: skip
-    return out
+    """FlagEmbedding JSONL (a file or a directory of them), validated line by line exactly as training data is
+    (`m3core.train.data`: a bad line is an error `file:line: reason`); ``prompt``/``type``/``lang`` are kept."""
+    from m3core.train.data import TrainDataset
+
+    return [
+        Example(query=e.query, pos=list(e.pos), neg=list(e.neg), prompt=e.prompt, type=e.type, lang=e.lang)
+        for e in TrainDataset.from_jsonl(path).examples
+    ]
 
 
 def read_corpus(path: str | Path) -> list[str]:

@@ -107,7 +107,7 @@ def test_bad_inputs_are_clear_errors(tiny_embedder, tmp_path):
         mine(tiny_embedder, [Example(query="q", pos=[])], ["p"])
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"query": "q", "pos": ["p"]}\n{"query": "q2"}\n')
-    with pytest.raises(ValueError, match=r"bad.jsonl:2: expected"):
+    with pytest.raises(ValueError, match=r"bad.jsonl:2: 'pos' must be a list of strings"):
         read_examples(bad)
 
 

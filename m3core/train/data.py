@@ -36,6 +36,7 @@ class Example:
     prompt: str | None = None
     type: str | None = None
     source: str = ""
+    lang: str | None = None
 
     @property
     def in_batch_negatives(self) -> bool:
@@ -103,7 +104,10 @@ def parse_example(record: Any, source: str = "") -> Example:
     kind = record.get("type")
     if kind is not None and not isinstance(kind, str):
         raise ValueError("'type' must be a string")
-    return Example(query, pos, neg, pos_scores, neg_scores, prompt, kind, source)
+    lang = record.get("lang")
+    if lang is not None and not isinstance(lang, str):
+        raise ValueError("'lang' must be a string")
+    return Example(query, pos, neg, pos_scores, neg_scores, prompt, kind, source, lang)
 
 
 def _jsonl_files(paths: list[str | Path]) -> list[Path]:
