@@ -120,8 +120,8 @@ class RowMapper:
 
 
 @dataclass
-class JsonlSource:
-    """One or more JSONL files."""
+class _FileSource:
+    """Files read through a `RowMapper`: the name and the units (the files, which must exist) are shared."""
 
     paths: list[Path]
     mapper: RowMapper
@@ -135,6 +135,11 @@ class JsonlSource:
             if not Path(p).is_file():
                 raise FileNotFoundError(f"source {self.name}: no such file {p}")
         return [Path(p) for p in self.paths]
+
+
+@dataclass
+class JsonlSource(_FileSource):
+    """One or more JSONL files."""
 
     def read(self, unit: Path) -> Iterator[Record]:
         with open(unit, "rb") as fh:  # bytes: a bad line must not stop the file
@@ -158,22 +163,10 @@ class JsonlSource:
 
 
 @dataclass
-class ParquetSource:
+class ParquetSource(_FileSource):
     """One or more Parquet files, read in record batches."""
 
-    paths: list[Path]
-    mapper: RowMapper
     batch_size: int = 10_000
-
-    @property
-    def name(self) -> str:
-        return self.mapper.name
-
-    def units(self) -> list[Path]:
-        for p in self.paths:
-            if not Path(p).is_file():
-                raise FileNotFoundError(f"source {self.name}: no such file {p}")
-        return [Path(p) for p in self.paths]
 
     def read(self, unit: Path) -> Iterator[Record]:
         import pyarrow.parquet as pq
