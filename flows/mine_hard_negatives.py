@@ -7,8 +7,6 @@ that failed later resumes without encoding again.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import INPUTS, TASK_SOURCE
 
@@ -19,19 +17,15 @@ from flows.settings import configure_environment, fingerprint
 @task(retries=1, retry_delay_seconds=[30])
 def resolve_interim_model(model_name: str, alias: str | None, fallback: str) -> str:
     """The checkpoint directory of `models:/<model_name>@<alias>`, or `fallback` when there is none."""
-    import mlflow
-    from mlflow.exceptions import MlflowException
+    from registry.aliases import checkpoint_for_alias
 
     log = get_run_logger()
     if not alias:
         return fallback
-    try:
-        mlflow.MlflowClient().get_model_version_by_alias(model_name, alias)
-    except MlflowException:
+    checkpoint = checkpoint_for_alias(model_name, alias)
+    if checkpoint is None:
         log.info("no %s@%s in the registry: mining with %s", model_name, alias, fallback)
         return fallback
-    path = Path(mlflow.artifacts.download_artifacts(f"models:/{model_name}@{alias}"))
-    checkpoint = next(p.parent for p in path.rglob("colbert_linear.pt"))
     log.info("mining with %s@%s (%s)", model_name, alias, checkpoint)
     return str(checkpoint)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -16,21 +17,27 @@ from pathlib import Path
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import INPUTS, TASK_SOURCE
 
-from flows.evaluate import evaluate_flow
+from flows.evaluate import choose_weights_flow, evaluate_flow
 from flows.mine_hard_negatives import mine_hard_negatives
 from flows.mine_pairs import mine_pairs
 from flows.params import RetrainParams, TrainParams
 from flows.register_and_promote import register_and_promote_flow
-from flows.settings import configure_environment, fingerprint, run_dir, warehouse_path
+from flows.settings import cache_dir, configure_environment, run_dir, warehouse_path
 from flows.synthesize_queries import synthesize_queries
 from flows.train import train_flow
+from m3core.train.config import TrainConfig
 
 
 @task(retries=2, retry_delay_seconds=[10, 60])
 def export(
-    warehouse: str, out: str, languages: list[str], max_per_language: int | None, max_queries: int | None
+    warehouse: str,
+    out: str,
+    languages: list[str],
+    max_per_language: int | None,
+    max_queries: int | None,
+    dev_max_queries: int | None,
 ) -> dict:
-    """Training JSONL (train split) and BEIR eval sets (test split) from the warehouse."""
+    """Training JSONL (train split), BEIR eval sets (test split) and dev sets (dev split) from the warehouse."""
     from m3core.data.export import export_eval_sets, export_training
     from m3core.data.warehouse import Warehouse
 
@@ -40,6 +47,15 @@ def export(
             wh, out_dir / "train", langs=languages or None, max_per_language=max_per_language
         )
         sets = export_eval_sets(wh, out_dir / "eval", langs=languages or None, max_queries=max_queries)
+        # The dev split is small (5% of pages): sets with a few queries still help choose three weights.
+        dev = export_eval_sets(
+            wh,
+            out_dir / "dev",
+            which="dev",
+            langs=languages or None,
+            max_queries=dev_max_queries,
+            min_queries=5,
+        )
         snapshot = wh.con.execute("SELECT count(*), max(created_at) FROM pairs").fetchone()
     if not sets:
         raise ValueError("the warehouse gave no evaluation set: mine more man pages (or lower min_queries)")
@@ -48,80 +64,98 @@ def export(
         "train_lines": {k: sum(v.values()) for k, v in lines.items()},
         "eval_dir": str(out_dir / "eval"),
         "eval_sets": [s["name"] for s in sets],
+        "dev_dir": str(out_dir / "dev") if dev else None,
+        "dev_sets": [s["name"] for s in dev],
         "data_snapshot": f"pairs={snapshot[0]}@{snapshot[1]}",
     }
 
 
 @task(cache_policy=INPUTS + TASK_SOURCE, persist_result=True)
 def base_model(params: TrainParams, warehouse: str, data_snapshot: str, out: str) -> str:
-    """`params.base_model`, or a small model built from scratch with a tokenizer trained on warehouse text.
+    """The backbone to train from: a known backbone built (once) under `$M3_HOME/backbones`, a directory or Hub
+    id as given, or — for `scratch` — a small model built with a tokenizer trained on warehouse text.
 
     Cached by the data snapshot: a rerun on unchanged data reuses the same base model (and so its cached
     negatives and evaluation).
     """
-    if params.base_model:
-        return params.base_model
+    if params.backbone != "scratch":
+        from m3core.backbones import resolve_backbone
+
+        return resolve_backbone(params.backbone)
     from m3core import TinyModelSpec, build_tiny_model
     from m3core.data.warehouse import Warehouse
 
     with Warehouse(warehouse, read_only=True) as wh:
-        texts = [
-            r[0]
-            for r in wh.con.execute(
-                "SELECT text FROM (SELECT query AS text FROM pairs UNION ALL SELECT positive FROM pairs) USING SAMPLE 20000 ROWS"
-            ).fetchall()
-        ]
-    spec = TinyModelSpec(
-        vocab_size=params.vocab_size,
-        hidden_size=params.hidden_size,
-        num_layers=params.num_layers,
-        num_heads=max(1, params.hidden_size // 32),
-        intermediate_size=4 * params.hidden_size,
-        max_tokens=max(512, params.passage_max_length),
+        texts = wh.sample_texts(20000)
+    spec = params.scratch
+    return str(
+        build_tiny_model(
+            out,
+            texts,
+            TinyModelSpec(
+                vocab_size=spec.vocab_size,
+                hidden_size=spec.hidden_size,
+                num_layers=spec.num_layers,
+                num_heads=max(1, spec.hidden_size // 32),
+                intermediate_size=4 * spec.hidden_size,
+                max_tokens=512,
+            ),
+        )
     )
-    return str(build_tiny_model(out, texts, spec))
 
 
-def train_config(params: TrainParams, model: str, data: str, out: str) -> dict:
-    return {
-        "model": model,
-        "output_dir": out,
-        "train_data": [data],
-        "group_size": params.group_size,
-        "max_steps": params.max_steps,
-        "learning_rate": params.learning_rate,
-        "head_learning_rate": params.head_learning_rate,
-        "tokens_per_batch": params.tokens_per_batch,
-        "max_batch_size": params.max_batch_size,
-        "passage_max_length": params.passage_max_length,
-        "query_max_length": params.query_max_length,
-        "temperature": params.temperature,
-        "self_distill_start_step": params.self_distill_start_step,
-        "show_progress": False,
-        "logging_steps": 10,
-        "report_to": ["mlflow"],
-        **params.extra,
-    }
+def train_config(params: TrainParams, model: str, data: str, out: str) -> TrainConfig:
+    """The run's TrainConfig: the recipe for the backbone, the flow's overrides, and the flow's bookkeeping."""
+    from m3core.train.recipes import build_train_config
+
+    cfg = build_train_config(params.recipe_name, model, out, [data], params.overrides)
+    flow_defaults = {"show_progress": False, "logging_steps": 10, "report_to": ["mlflow"]}
+    set_by_user = params.overrides.model_dump(exclude_none=True)
+    return cfg.model_copy(update={k: v for k, v in flow_defaults.items() if k not in set_by_user})
 
 
 @flow(name="retrain", log_prints=True)
 def retrain(params: RetrainParams | None = None) -> dict:
     """Run the whole retraining pipeline; returns what it produced (model URI, eval report paths, decision)."""
+    from m3core.model import has_trained_heads
+
     configure_environment()
     params = params or RetrainParams()
     log = get_run_logger()
     name = params.run_name or time.strftime("retrain-%Y%m%d-%H%M%S")
     work = run_dir(name)
+    (work / "retrain_params.json").write_text(params.model_dump_json(indent=2))
     wh = str(warehouse_path())
+    timings: dict[str, float] = {}
 
-    mined = mine_pairs(params.mine, wh)
-    synth = synthesize_queries(params.synth, wh)
-    data = export(
-        wh, str(work / "data"), params.train_languages, params.max_train_per_language, params.eval.max_queries
+    def timed(stage: str, fn, *args, **kwargs):
+        t0 = time.perf_counter()
+        out = fn(*args, **kwargs)
+        timings[stage] = round(time.perf_counter() - t0, 1)
+        return out
+
+    mined = timed("mine", mine_pairs, params.mine, wh)
+    synth = timed("synth", synthesize_queries, params.synth, wh)
+    data = timed(
+        "export",
+        export,
+        wh,
+        str(work / "data"),
+        params.train_languages,
+        params.max_train_per_language,
+        params.eval.max_queries,
+        params.eval.dev_max_queries,
     )
-    log.info("training lines %s; eval sets %s", data["train_lines"], data["eval_sets"])
-    base = base_model(params.train, wh, data["data_snapshot"], str(work / "base-model"))
-    negs = mine_hard_negatives(
+    log.info(
+        "training lines %s; eval sets %s; dev sets %s",
+        data["train_lines"],
+        data["eval_sets"],
+        data["dev_sets"],
+    )
+    base = timed("base_model", base_model, params.train, wh, data["data_snapshot"], str(work / "base-model"))
+    negs = timed(
+        "negatives",
+        mine_hard_negatives,
         data["train_file"],
         str(work / "data" / "train-negatives.jsonl"),
         base,
@@ -129,30 +163,66 @@ def retrain(params: RetrainParams | None = None) -> dict:
         params.registry.model_name,
     )
     cfg = train_config(params.train, base, negs["file"], str(work / "model"))
-    summary = train_flow(cfg, params.train.torchrun_nproc)
-    report = evaluate_flow(
-        str(work / "model"), data["eval_dir"], str(work / "eval" / "trained"), params.eval, "eval-trained"
+    summary = timed("train", train_flow, cfg.model_dump(mode="json"), params.train.torchrun_nproc)
+    weights = None
+    if params.eval.choose_weights and data["dev_dir"]:
+        weights = timed(
+            "choose_weights", choose_weights_flow, str(work / "model"), data["dev_dir"], params.eval
+        )
+    report = timed(
+        "eval_trained",
+        evaluate_flow,
+        str(work / "model"),
+        data["eval_dir"],
+        str(work / "eval" / "trained"),
+        params.eval,
+        "eval-trained",
     )
-    base_report = evaluate_flow(base, data["eval_dir"], str(work / "eval" / "base"), params.eval, "eval-base")
-    registered = register_and_promote_flow(
+    # The base model is scored only in the modes it really has: a plain backbone's fresh random heads say
+    # nothing about it (its fresh ColBERT head scores misleadingly well), so such a base is dense only.
+    base_modes = None if has_trained_heads(base) else ["dense"]
+    base_report = timed(
+        "eval_base",
+        evaluate_flow,
+        base,
+        data["eval_dir"],
+        str(work / "eval" / "base"),
+        params.eval,
+        "eval-base",
+        base_modes,
+    )
+    registered = timed(
+        "register",
+        register_and_promote_flow,
         str(work / "model"),
         report,
-        fingerprint(data["eval_dir"]),
+        data["eval_dir"],
         params.registry,
         base_report,
-        cfg,
-        data["data_snapshot"],
+        base_model=base,
+        eval_params=params.eval,
+        train_config=cfg.model_dump(mode="json"),
+        data_snapshot=data["data_snapshot"],
+        run_params=params.model_dump(mode="json"),
     )
-    return {
+    result = {
         "run": name,
         "work_dir": str(work),
         "mined": mined["totals"],
         "synth": {k: synth.get(k) for k in ("accepted", "rejected", "sent", "cached")},
         "train": summary,
+        "recipe": params.train.recipe_name,
+        "hybrid_weights": weights,
         "registered": registered,
         "eval_report": str(work / "eval" / "trained" / "report.json"),
         "base_eval_report": str(work / "eval" / "base" / "report.json"),
+        "timings_s": timings,
     }
+    (work / "retrain_result.json").write_text(json.dumps(result, indent=2, default=str))
+    # Corpus embeddings were shared by this run's evaluations (dev weights, held-out set); the next run's
+    # models differ, so they would only grow the home (the reports keep every number).
+    shutil.rmtree(cache_dir("embeddings"), ignore_errors=True)
+    return result
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -164,7 +234,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     home = configure_environment()
-    params = RetrainParams(**json.loads(Path(args.params).read_text())) if args.params else RetrainParams()
+    params = (
+        RetrainParams.model_validate_json(Path(args.params).read_text()) if args.params else RetrainParams()
+    )
     if args.quick:
         params = quick(params)
     started = time.perf_counter()
@@ -174,13 +246,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def quick(params: RetrainParams) -> RetrainParams:
-    """A run of a couple of minutes: three languages, few steps, few queries (tests and smoke runs)."""
+    """A run of a few minutes: three languages, few steps, few queries (smoke runs)."""
     p = params.model_copy(deep=True)
     p.mine.manpage_languages = p.mine.manpage_languages or ["en", "de", "fr"]
     p.mine.max_catalogs_per_language, p.mine.max_per_language = 1, 120
     p.synth.per_language, p.synth.max_requests = 1, 4
-    p.train.max_steps, p.train.self_distill_start_step = 20, 5
-    p.train.hidden_size, p.train.vocab_size = 64, 3000
+    p.train.overrides.max_steps, p.train.overrides.self_distill_start_step = 20, 5
     p.eval.max_queries = 30
     p.train_languages = p.train_languages or ["en", "de", "fr"]
     return p
@@ -188,18 +259,30 @@ def quick(params: RetrainParams) -> RetrainParams:
 
 def print_summary(result: dict, home: Path, seconds: float) -> None:
     from m3core.evaluation import markdown_table
+    from m3core.evaluation.compare import headline, headline_table
 
     report = json.loads(Path(result["eval_report"]).read_text())
+    base = json.loads(Path(result["base_eval_report"]).read_text())
     reg = result["registered"]
     print("\n" + "=" * 100)
-    print(f"retrain {result['run']} finished in {seconds / 60:.1f} min")
+    print(f"retrain {result['run']} finished in {seconds / 60:.1f} min (recipe {result['recipe']})")
+    print("stage seconds: " + ", ".join(f"{k} {v:.0f}" for k, v in result["timings_s"].items()))
     print(
         f"model: models:/{reg['name']}/{reg['version']}  ({'champion' if reg['promoted'] else 'challenger'}: {reg['reason']})"
     )
     print(f"consumers: mlflow.pyfunc.load_model('models:/{reg['name']}@champion').predict(texts)")
+    weights = result.get("hybrid_weights")
+    if weights:
+        print(
+            f"hybrid weights (dense, sparse, colbert) chosen on the dev split: {weights['weights']} "
+            f"(dev nDCG@10 {100 * weights['dev_ndcg@10']:.1f}; paper's 1/0.3/1: {100 * weights['dev_ndcg@10_paper_short']:.1f})"
+        )
     print("\nnDCG@10 ×100 (trained model; BM25 alongside)\n" + markdown_table(report))
-    base = json.loads(Path(result["base_eval_report"]).read_text())
     print("\nbase model, zero-shot\n" + markdown_table(base))
+    print(
+        "\nheld-out claims, paired bootstrap 95 % intervals (nDCG@10 ×100)\n"
+        + headline_table(headline(report, base))
+    )
     print("\nopen the UIs:")
     print(
         f"  MLFLOW_TRACKING_URI=sqlite:///{home / 'mlflow.db'} .venv/bin/mlflow ui --backend-store-uri sqlite:///{home / 'mlflow.db'} --host 127.0.0.1"

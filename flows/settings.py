@@ -60,12 +60,17 @@ def run_dir(run_name: str) -> Path:
     return path
 
 
-def fingerprint(*paths: str | Path) -> str:
-    """Content digest of files/directories (names, sizes, bytes of files < 64 MiB): a cache-key input."""
+def fingerprint(*paths: str | Path, exclude: tuple[str, ...] = ()) -> str:
+    """Content digest of files/directories (names, sizes, bytes of files < 64 MiB): a cache-key input.
+
+    `exclude`: file names (relative to a directory argument) left out.
+    """
     h = hashlib.sha256()
     for p in map(Path, paths):
         files = sorted(x for x in p.rglob("*") if x.is_file()) if p.is_dir() else [p]
         for f in files:
+            if p.is_dir() and str(f.relative_to(p)) in exclude:
+                continue
             h.update(str(f.relative_to(p) if p.is_dir() else f.name).encode())
             size = f.stat().st_size
             h.update(str(size).encode())
@@ -74,4 +79,35 @@ def fingerprint(*paths: str | Path) -> str:
     return h.hexdigest()[:20]
 
 
-__all__ = ["configure_environment", "fingerprint", "mlflow_experiment", "run_dir", "warehouse_path"]
+def encoder_fingerprint(model_dir: str | Path) -> str:
+    """What a model's embeddings depend on: its weights, tokenizer and profile, not its hybrid weights or card.
+
+    Choosing the hybrid weights on the dev split rewrites `m3_config.json`; the embeddings computed for it (and
+    cached on disk) stay valid for the held-out evaluation that follows.
+    """
+    from m3core.config import CONFIG_NAME, M3Config
+
+    h = hashlib.sha256(fingerprint(model_dir, exclude=(CONFIG_NAME, "README.md")).encode())
+    config = M3Config.load(model_dir)
+    if config is not None:
+        config.hybrid_weights = None
+        h.update(repr(sorted(vars(config).items())).encode())
+    return h.hexdigest()[:20]
+
+
+def cache_dir(name: str) -> Path:
+    """A cache directory under the platform home (e.g. corpus embeddings shared by evaluations of a run)."""
+    path = m3_home() / "cache" / name
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+__all__ = [
+    "cache_dir",
+    "configure_environment",
+    "encoder_fingerprint",
+    "fingerprint",
+    "mlflow_experiment",
+    "run_dir",
+    "warehouse_path",
+]

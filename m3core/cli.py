@@ -19,6 +19,7 @@ COMMANDS: dict[str, str] = {
     "export": "m3core.commands.export",
     "build-model": "m3core.commands.build_model",
     "extend-positions": "m3core.commands.extend_positions",
+    "backbone": "m3core.commands.backbone",
     "train": "m3core.commands.train",
     "eval": "m3core.commands.eval",
     "negatives": "m3core.commands.negatives",

@@ -27,6 +27,11 @@ class M3Config:
         query_max_length / passage_max_length: default truncation lengths for encoding.
         position_extension: how the position table was grown, when it was (method, old and new sizes).
         mcls_stride: tokens between the extra CLS tokens of the MCLS inference mode (paper: 256).
+        query_instruction / passage_instruction: prefixes the model was trained with (e5: `query: ` /
+            `passage: `; BGE-M3: none). `M3Embedder.encode_queries` / `encode_corpus` apply them by default.
+        hybrid_weights: (w_dense, w_sparse, w_colbert) the model is served and evaluated with by default
+            (chosen on a dev split after training; None: the paper's `short` preset 1 / 0.3 / 1).
+        backbone: where the backbone came from (name, family, source), for the model card.
     """
 
     pooling: Literal["cls", "mean"] = "cls"
@@ -37,6 +42,10 @@ class M3Config:
     passage_max_length: int = 8192
     position_extension: dict[str, Any] | None = None
     mcls_stride: int = 256
+    query_instruction: str | None = None
+    passage_instruction: str | None = None
+    hybrid_weights: tuple[float, float, float] | None = None
+    backbone: dict[str, Any] | None = None
     format_version: int = FORMAT_VERSION
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -45,6 +54,13 @@ class M3Config:
             raise ValueError(f"M3Config.pooling must be 'cls' or 'mean', got {self.pooling!r}")
         if self.colbert_dim is not None and self.colbert_dim <= 0:
             raise ValueError(f"M3Config.colbert_dim must be positive or None, got {self.colbert_dim}")
+        if self.hybrid_weights is not None:
+            w = tuple(float(x) for x in self.hybrid_weights)
+            if len(w) != 3 or any(x < 0 for x in w) or not any(w):
+                raise ValueError(
+                    f"M3Config.hybrid_weights must be three non-negative numbers, not all 0, got {self.hybrid_weights}"
+                )
+            self.hybrid_weights = w
         for name in ("query_max_length", "passage_max_length", "mcls_stride"):
             if getattr(self, name) <= 2:
                 raise ValueError(f"M3Config.{name} must be > 2, got {getattr(self, name)}")

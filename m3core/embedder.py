@@ -57,7 +57,10 @@ class M3Embedder:
         batch_size: texts per batch; `max_batch_tokens` caps padded tokens per batch.
         query_max_length / passage_max_length: truncation; default the model config's, capped at the backbone's
             positions.
-        query_instruction_for_retrieval / query_instruction_format: prefix for queries (`format(instr, query)`).
+        query_instruction_for_retrieval / query_instruction_format: prefix for queries (`format(instr, query)`);
+            default the model profile's `query_instruction` (`m3_config.json`; e5: `query: `). Pass `""` for none.
+        passage_instruction_for_retrieval: prefix for passages in `encode_corpus`; default the profile's
+            `passage_instruction` (e5: `passage: `). Pass `""` for none.
         mcls: encode long texts in MCLS mode (see `m3core.mcls`).
     """
 
@@ -77,6 +80,7 @@ class M3Embedder:
         passage_max_length: int | None = None,
         query_instruction_for_retrieval: str | None = None,
         query_instruction_format: str = "{}{}",
+        passage_instruction_for_retrieval: str | None = None,
         return_dense: bool = True,
         return_sparse: bool = False,
         return_colbert_vecs: bool = False,
@@ -120,8 +124,18 @@ class M3Embedder:
         self.batch_size, self.max_batch_tokens = batch_size, max_batch_tokens
         self.query_max_length = self._length(query_max_length, cfg.query_max_length)
         self.passage_max_length = self._length(passage_max_length, cfg.passage_max_length)
-        self.query_instruction_for_retrieval = query_instruction_for_retrieval
+        # The profile the model was trained with applies unless the caller says otherwise ("" = no prefix).
+        self.query_instruction_for_retrieval = (
+            cfg.query_instruction
+            if query_instruction_for_retrieval is None
+            else query_instruction_for_retrieval
+        )
         self.query_instruction_format = query_instruction_format
+        self.passage_instruction_for_retrieval = (
+            cfg.passage_instruction
+            if passage_instruction_for_retrieval is None
+            else passage_instruction_for_retrieval
+        )
         self.return_dense, self.return_sparse, self.return_colbert_vecs = (
             return_dense,
             return_sparse,
@@ -148,9 +162,12 @@ class M3Embedder:
         return self.encode(texts[0] if single else texts, **kwargs)
 
     def encode_corpus(self, corpus: str | Sequence[str], **kwargs: Any) -> dict[str, Any]:
-        """`encode` with the passage max length."""
+        """`encode` with the passage max length and the passage instruction, if any."""
+        texts, single = validate_texts(corpus, "corpus")
+        if self.passage_instruction_for_retrieval:
+            texts = [self.passage_instruction_for_retrieval + p for p in texts]
         kwargs.setdefault("max_length", self.passage_max_length)
-        return self.encode(corpus, **kwargs)
+        return self.encode(texts[0] if single else texts, **kwargs)
 
     def encode(
         self,

@@ -23,9 +23,10 @@ import torch
 from torch import nn
 from transformers import AutoModel, AutoTokenizer, PreTrainedTokenizerFast
 
-from m3core.config import M3Config
+from m3core.config import CONFIG_NAME, M3Config
 from m3core.heads import ColbertHead, SparseHead, dense_embedding, special_token_ids
 from m3core.positions import extend_positions, max_tokens
+from m3core.profiles import PROFILES, detect_family
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +50,20 @@ class M3Output:
     colbert: torch.Tensor | None
     colbert_mask: torch.Tensor | None
     input_ids: torch.Tensor
+
+
+def has_trained_heads(name_or_path: str | os.PathLike) -> bool:
+    """Whether the model directory (or Hub id, via the local cache) has both head files.
+
+    Without them `from_pretrained` initializes the heads at random (a plain backbone), so its sparse, ColBERT
+    and hybrid modes say nothing about the model: evaluations and promotion gates use its dense mode only.
+    """
+    try:
+        directory = resolve_model_dir(name_or_path)
+    except ValueError as err:  # e.g. a Hub id not in the offline cache
+        logger.warning("cannot look into model %s (%s): treating it as a plain backbone", name_or_path, err)
+        return False
+    return (directory / COLBERT_FILE).is_file() and (directory / SPARSE_FILE).is_file()
 
 
 def resolve_model_dir(name_or_path: str | os.PathLike) -> Path:
@@ -159,7 +174,7 @@ class M3Model(nn.Module):
         """
         directory = resolve_model_dir(name_or_path)
         saved = M3Config.load(directory)
-        cfg = config or saved or M3Config()
+        cfg = config or saved or _first_load_config(name_or_path, directory)
         colbert_path, sparse_path = directory / COLBERT_FILE, directory / SPARSE_FILE
         colbert_state = (
             torch.load(colbert_path, map_location="cpu", weights_only=True)
@@ -202,6 +217,15 @@ class M3Model(nn.Module):
         torch.save(_cpu_state(self.sparse_head.linear), out / SPARSE_FILE)
         self.config.save(out)
         return out
+
+
+def _first_load_config(name_or_path: str | os.PathLike, directory: Path) -> M3Config:
+    """The config of a directory without `m3_config.json`: its known family's profile, else BGE-M3's defaults."""
+    family = detect_family(str(name_or_path), directory)
+    if family is None:
+        return M3Config()
+    logger.info("%s: no %s; using the %s profile %s", directory, CONFIG_NAME, family, PROFILES[family])
+    return M3Config(**PROFILES[family], backbone={"name": str(name_or_path), "family": family})
 
 
 def _load_backbone(

@@ -31,13 +31,18 @@ RUNTIME_PACKAGES = (
 
 
 def signature() -> ModelSignature:
+    """Declared params let MLflow check their types before `predict` (see `registry.m3_pyfunc` for meanings).
+
+    Input: a list of strings, a one-column DataFrame or a Series (documented in `registry.m3_pyfunc`).
+    """
     params = ParamSchema(
         [
+            ParamSpec("input_type", "string", PARAM_DEFAULTS["input_type"]),  # "query" or "passage"
             ParamSpec("return_dense", "boolean", PARAM_DEFAULTS["return_dense"]),
             ParamSpec("return_sparse", "boolean", PARAM_DEFAULTS["return_sparse"]),
             ParamSpec("return_colbert", "boolean", PARAM_DEFAULTS["return_colbert"]),
             ParamSpec("batch_size", "long", PARAM_DEFAULTS["batch_size"]),
-            ParamSpec("max_length", "long", PARAM_DEFAULTS["max_length"]),
+            ParamSpec("max_length", "long", PARAM_DEFAULTS["max_length"]),  # 0: the model's, per side
         ]
     )
     outputs = Schema(
@@ -47,7 +52,10 @@ def signature() -> ModelSignature:
             ColSpec(Array(Array("double")), "colbert_vecs", required=False),
         ]
     )
-    return ModelSignature(inputs=Schema([ColSpec("string")]), outputs=outputs, params=params)
+    # No input schema on purpose: MLflow's column check turns `[]` into a zero-column frame and rejects it
+    # before `predict` runs, where an empty batch should give an empty result. `predict` checks the texts
+    # itself (strings, non-empty) and raises MLflow's INVALID_PARAMETER_VALUE with the reason.
+    return ModelSignature(inputs=None, outputs=outputs, params=params)
 
 
 def pip_requirements() -> list[str]:

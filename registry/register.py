@@ -1,7 +1,9 @@
 """Register a trained checkpoint as a new model version, alias it `challenger`, and apply the promotion policy.
 
-Tags on every version: data snapshot, config hash, code version, eval set id and metrics; the promotion
-decision and its reason. Aliases only (MLflow stages are deprecated).
+Tags on every version: data snapshot, config hash, code version, eval set id and metrics (also keyed by eval
+set id, `eval.<set_id>.average.<mode>.<metric>`, which is where a champion's re-evaluations on later eval sets
+go too); the promotion decision and its reason; the base reference. The model card (`registry.model_card`)
+is the checkpoint's README.md and the version's description. Aliases only (MLflow stages are deprecated).
 """
 
 from __future__ import annotations
@@ -17,14 +19,36 @@ from typing import Any
 
 import mlflow
 from mlflow import MlflowClient
-from mlflow.exceptions import MlflowException
 
-from registry.promotion import Decision, PromotionPolicy, decide, metric_value
+from m3core.model import has_trained_heads
+from registry.aliases import version_for_alias
+from registry.model_card import model_card
+from registry.promotion import BaseReference, Decision, PromotionPolicy, base_reference, decide, metric_value
 from registry.pyfunc import log_m3_model
 
 logger = logging.getLogger(__name__)
 
 CHALLENGER, CHAMPION = "challenger", "champion"
+CARD_FILE = "README.md"
+# The SQL model registry stores a version's description as VARCHAR(5000) (Postgres enforces it).
+MAX_DESCRIPTION = 5000
+
+
+@dataclass(frozen=True)
+class Champion:
+    """The current champion and what is known of it for one eval set.
+
+    `value` is the policy metric on `eval_set_id`; when the champion was never evaluated on the eval set asked
+    about, `eval_set_id` is the set it *was* evaluated on (so the decision can say they are not comparable) and
+    `value` its metric there, or None when it has no such tag at all.
+    """
+
+    version: str
+    value: float | None
+    eval_set_id: str
+
+    def comparable_on(self, eval_set_id: str) -> bool:
+        return self.value is not None and self.eval_set_id == eval_set_id
 
 
 @dataclass
@@ -34,6 +58,9 @@ class Registration:
     model_uri: str
     run_id: str
     decision: Decision
+    candidate_value: float | None = None
+    champion: Champion | None = None
+    base: BaseReference | None = None
 
 
 def code_version() -> str:
@@ -56,20 +83,72 @@ def tag_key(name: str) -> str:
     return re.sub(r"[^\w\-. :/]", "_", name.replace("@", "_at_").replace("+", "_plus_"))
 
 
+def eval_tag(eval_set_id: str, metric: str) -> str:
+    """The tag key of `metric` measured on one eval set: `eval.<set_id>.average.all.ndcg_at_10`."""
+    return tag_key(f"eval.{eval_set_id}.{metric}")
+
+
 def config_hash(config: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def _champion(client: MlflowClient, name: str, metric: str) -> tuple[float, str] | None:
-    try:
-        mv = client.get_model_version_by_alias(name, CHAMPION)
-    except MlflowException:
+def eval_tags(eval_report: dict[str, Any], eval_set_id: str, metric: str) -> dict[str, str]:
+    """Tags of a report's averages (and the policy metric), keyed by the eval set they were measured on."""
+    tags = {eval_tag(eval_set_id, metric): f"{metric_value(eval_report, metric):.6f}"}
+    for mode, values in eval_report.get("average", {}).items():
+        for name, value in values.items():
+            tags[eval_tag(eval_set_id, f"average.{mode}.{name}")] = f"{float(value):.6f}"
+    return tags
+
+
+def record_evaluation(
+    name: str,
+    version: str,
+    eval_report: dict[str, Any],
+    eval_set_id: str,
+    metric: str,
+    client: MlflowClient | None = None,
+) -> None:
+    """Tag `name` v`version` with its metrics on `eval_set_id`, so no later run re-evaluates it on that set."""
+    client = client or MlflowClient()
+    for key, value in eval_tags(eval_report, eval_set_id, metric).items():
+        client.set_model_version_tag(name, version, key, value)
+    logger.info(
+        "%s v%s on eval set %s: %s %.4f",
+        name,
+        version,
+        eval_set_id,
+        metric,
+        metric_value(eval_report, metric),
+    )
+
+
+def find_champion(
+    name: str, metric: str, eval_set_id: str, client: MlflowClient | None = None
+) -> Champion | None:
+    """The champion's `metric` on `eval_set_id` if it has been measured there, else what its tags do say."""
+    mv = version_for_alias(name, CHAMPION, client)
+    if mv is None:
         return None
     tags = mv.tags
-    if tag_key(f"eval.{metric}") not in tags:
-        logger.warning("champion %s v%s has no eval.%s tag: treating it as absent", name, mv.version, metric)
-        return None
-    return float(tags[tag_key(f"eval.{metric}")]), tags.get("eval_set_id", "")
+    keyed = tags.get(eval_tag(eval_set_id, metric))
+    if keyed is not None:
+        return Champion(str(mv.version), float(keyed), eval_set_id)
+    own_set = tags.get("eval_set_id", "")
+    own = tags.get(tag_key(f"eval.{metric}"))  # the metric on its own registration set
+    if own is not None:
+        return Champion(str(mv.version), float(own), own_set)
+    keyed_own = tags.get(eval_tag(own_set, metric))
+    return Champion(str(mv.version), None if keyed_own is None else float(keyed_own), own_set)
+
+
+def card_description(card: str, limit: int = MAX_DESCRIPTION) -> str:
+    """The card as a version description: cut at a line within the registry's limit when it is longer."""
+    if len(card) <= limit:
+        return card
+    note = f"\n\n… (cut to fit the registry; the full card is {CARD_FILE} in the checkpoint artifact)"
+    kept = card[: limit - len(note)]
+    return kept[: kept.rfind("\n")] + note
 
 
 def register_and_promote(
@@ -80,21 +159,66 @@ def register_and_promote(
     *,
     policy: PromotionPolicy | None = None,
     base_report: dict[str, Any] | None = None,
+    base_model: str | Path | None = None,
+    base_has_heads: bool | None = None,
     train_config: dict[str, Any] | None = None,
     data_snapshot: str = "",
+    run_params: dict[str, Any] | None = None,
     description: str = "",
 ) -> Registration:
-    """Log + register `checkpoint`, alias it `challenger`, and move `champion` to it if the policy says so."""
+    """Log + register `checkpoint`, alias it `challenger`, and move `champion` to it if the policy says so.
+
+    The champion is compared on `eval_set_id` only: when it was evaluated on another set, the caller
+    re-evaluates it first and records that with `record_evaluation` (the `register_and_promote` flow does);
+    otherwise the decision is "not comparable". `base_has_heads` defaults to looking at `base_model` (or the
+    training config's `model`); with neither known only the base's dense mode counts.
+    """
     policy = policy or PromotionPolicy()
     client = MlflowClient()
+    train_config = train_config or {}
     candidate = metric_value(eval_report, policy.metric)
-    base = metric_value(base_report, policy.metric) if base_report else None
+    base_model = base_model or train_config.get("model")
+    base: BaseReference | None = None
+    if base_report:
+        if base_has_heads is None:
+            base_has_heads = has_trained_heads(base_model) if base_model else False
+            if not base_model:
+                logger.warning("no base model given: only its dense mode counts as the base reference")
+        base = base_reference(base_report, policy.metric, base_has_heads)
+    champion = find_champion(name, policy.metric, eval_set_id, client)
+    if champion is not None and champion.value is None:
+        logger.warning(
+            "champion %s v%s has no %s: treating it as absent", name, champion.version, policy.metric
+        )
+        champion = None
+    decision = decide(
+        policy,
+        candidate,
+        eval_set_id,
+        None if champion is None else (champion.value, champion.eval_set_id),
+        base,
+    )
+    card = model_card(
+        checkpoint,
+        eval_report,
+        base_report,
+        {"model": base_model, **train_config} if base_model else train_config,
+        data_snapshot,
+        decision,
+        run_params,
+        base_has_heads=base_has_heads,
+    )
+    if description:
+        card = f"{description}\n\n{card}"
+    Path(checkpoint, CARD_FILE).write_text(card, encoding="utf-8")  # before logging: the artifact carries it
+
     own_run = mlflow.active_run() is None
     run = mlflow.start_run() if own_run else mlflow.active_run()
     try:
         mlflow.log_dict(eval_report, "eval_report.json")
         if base_report:
             mlflow.log_dict(base_report, "base_eval_report.json")
+        mlflow.log_text(card, "model_card.md")
         info = log_m3_model(checkpoint, registered_model_name=name)
     finally:
         if own_run:
@@ -102,7 +226,7 @@ def register_and_promote(
     version = str(info.registered_model_version)
     tags = {
         "data_snapshot": data_snapshot,
-        "config_hash": config_hash(train_config or {}),
+        "config_hash": config_hash(train_config),
         "code_version": code_version(),
         "eval_set_id": eval_set_id,
         tag_key(f"eval.{policy.metric}"): f"{candidate:.6f}",
@@ -111,18 +235,22 @@ def register_and_promote(
     for mode, values in eval_report.get("average", {}).items():
         for metric, value in values.items():
             tags[tag_key(f"eval.average.{mode}.{metric}")] = f"{float(value):.6f}"
+    tags.update(eval_tags(eval_report, eval_set_id, policy.metric))
     if base is not None:
-        tags[tag_key(f"base.{policy.metric}")] = f"{base:.6f}"
+        tags[tag_key(f"base.{policy.metric}")] = f"{base.value:.6f}"
+        tags["base_reference_mode"] = base.mode
+    if base_model:
+        tags["base_model"] = str(base_model)
+    if champion is not None:
+        tags["compared_with_champion_version"] = champion.version
+    tags["promotion"] = "promoted" if decision.promote else "rejected"
+    tags["promotion_reason"] = decision.reason
     for k, v in tags.items():
         client.set_model_version_tag(name, version, k, v)
-    decision = decide(policy, candidate, eval_set_id, _champion(client, name, policy.metric), base)
     client.set_registered_model_alias(name, CHALLENGER, version)
-    client.set_model_version_tag(name, version, "promotion", "promoted" if decision.promote else "rejected")
-    client.set_model_version_tag(name, version, "promotion_reason", decision.reason)
     if decision.promote:
         client.set_registered_model_alias(name, CHAMPION, version)
-    text = description or f"M3 model trained from {train_config.get('model') if train_config else 'unknown'}"
-    client.update_model_version(name, version, description=f"{text}\n\nPromotion: {decision.reason}")
+    client.update_model_version(name, version, description=card_description(card))
     logger.info(
         "registered %s v%s (%s): %s",
         name,
@@ -130,4 +258,6 @@ def register_and_promote(
         "champion" if decision.promote else "challenger",
         decision.reason,
     )
-    return Registration(name, version, f"models:/{name}/{version}", run.info.run_id, decision)
+    return Registration(
+        name, version, f"models:/{name}/{version}", run.info.run_id, decision, candidate, champion, base
+    )

@@ -1,4 +1,5 @@
-"""MLflow registry: the pyfunc (save → load → predict), registration tags, aliases, promotion both ways.
+"""MLflow registry: the pyfunc (save → load → predict, the model's profile per input type, clean errors),
+registration tags, aliases, promotion both ways.
 
 Against a real MLflow SQLite store in a temporary directory.
 """
@@ -8,6 +9,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -19,6 +21,7 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
 from m3core import M3Embedder
+from m3core.config import CONFIG_NAME
 from registry.register import register_and_promote
 
 TEXTS = ["river mountain engine", "Fluss Berg", "河流 山脉"]
@@ -44,17 +47,23 @@ def report(value: float) -> dict:
 
 
 @pytest.fixture(scope="module")
-def registered(store, tiny_model_dir):
+def checkpoint(tiny_model_dir, tmp_path_factory):
+    """A copy of the tiny model: registering writes the model card (README.md) into the checkpoint."""
+    return shutil.copytree(tiny_model_dir, tmp_path_factory.mktemp("ckpt") / "model")
+
+
+@pytest.fixture(scope="module")
+def registered(store, checkpoint):
     """Three versions: v1 first (promoted), v2 worse (rejected), v3 better (promoted)."""
     out = []
     for value in (0.40, 0.35, 0.45):
         out.append(
             register_and_promote(
-                tiny_model_dir,
+                checkpoint,
                 "m3-test",
                 report(value),
                 "eval-set-1",
-                train_config={"model": "tiny", "lr": 1e-3},
+                train_config={"model": str(checkpoint), "lr": 1e-3},
                 data_snapshot="snap-1",
                 base_report=report(0.30),
             )
@@ -65,14 +74,17 @@ def registered(store, tiny_model_dir):
 def test_promotion_policy_both_ways(registered):
     v1, v2, v3 = registered
     client = MlflowClient()
-    assert v1.decision.promote and "base model 0.3000" in v1.decision.reason
+    # the base has trained heads (head files): its best mode, `all` 0.30 (dense 0.29), is the reference
+    assert v1.decision.promote and "base model 0.3000 (all, zero-shot)" in v1.decision.reason
     assert not v2.decision.promote and "< champion 0.4000" in v2.decision.reason
     assert v3.decision.promote and ">= champion 0.4000" in v3.decision.reason
     assert str(client.get_model_version_by_alias("m3-test", "champion").version) == v3.version
     assert str(client.get_model_version_by_alias("m3-test", "challenger").version) == v3.version
     rejected = client.get_model_version("m3-test", v2.version)
     assert rejected.tags["promotion"] == "rejected" and "< champion" in rejected.tags["promotion_reason"]
-    assert "Promotion:" in rejected.description
+    assert (
+        "## Promotion" in rejected.description and rejected.tags["promotion_reason"] in rejected.description
+    )
     for key in (
         "data_snapshot",
         "config_hash",
@@ -85,24 +97,42 @@ def test_promotion_policy_both_ways(registered):
     assert rejected.tags["data_snapshot"] == "snap-1"
 
 
-def test_a_different_eval_set_is_not_comparable(registered, tiny_model_dir):
-    r = register_and_promote(tiny_model_dir, "m3-test", report(0.99), "eval-set-2")
+def test_a_different_eval_set_is_not_comparable(registered, checkpoint):
+    r = register_and_promote(checkpoint, "m3-test", report(0.99), "eval-set-2")
     assert not r.decision.promote and "not comparable" in r.decision.reason
     assert (
         str(MlflowClient().get_model_version_by_alias("m3-test", "champion").version) == registered[2].version
     )
 
 
-def test_worse_than_base_is_never_first_champion(store, tiny_model_dir):
-    r = register_and_promote(tiny_model_dir, "m3-base-test", report(0.2), "s", base_report=report(0.3))
+def test_worse_than_base_is_never_first_champion(store, checkpoint):
+    r = register_and_promote(
+        checkpoint, "m3-base-test", report(0.2), "s", base_report=report(0.3), base_model=checkpoint
+    )
     assert not r.decision.promote
+    assert "0.2000 < base model 0.3000 (all, zero-shot)" in r.decision.reason
     with pytest.raises(MlflowException):
         MlflowClient().get_model_version_by_alias("m3-base-test", "champion")
 
 
-def test_pyfunc_predict_with_each_param_combination(registered, tiny_model_dir):
+def test_base_without_heads_counts_only_dense(store, checkpoint, tmp_path):
+    """A plain backbone's fresh random heads are no property of the base: its reference is dense alone."""
+    plain = shutil.copytree(checkpoint, tmp_path / "plain")
+    for name in ("colbert_linear.pt", "sparse_linear.pt"):
+        (plain / name).unlink()
+    base = {"average": {"dense": {"ndcg@10": 0.25}, "colbert": {"ndcg@10": 0.60}, "all": {"ndcg@10": 0.55}}}
+    r = register_and_promote(
+        checkpoint, "m3-plain-base", report(0.40), "s", base_report=base, base_model=plain
+    )
+    assert r.decision.promote and r.base == ("dense", 0.25)
+    assert "0.4000 >= base model 0.2500 (dense, zero-shot)" in r.decision.reason
+    tags = MlflowClient().get_model_version("m3-plain-base", r.version).tags
+    assert tags["base_reference_mode"] == "dense" and tags["base.average.all.ndcg_at_10"] == "0.250000"
+
+
+def test_pyfunc_predict_with_each_param_combination(registered, checkpoint):
     model = mlflow.pyfunc.load_model("models:/m3-test@champion")
-    ref = M3Embedder(str(tiny_model_dir), show_progress=False).encode(
+    ref = M3Embedder(str(checkpoint), show_progress=False).encode(
         TEXTS, return_sparse=True, return_colbert_vecs=True
     )
     for dense, sparse, colbert in itertools.product([True, False], repeat=3):
@@ -167,3 +197,90 @@ def test_consumer_in_a_fresh_process(registered, store):
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["dim"] == 64 and result["lex"] > 0
+
+
+def test_bad_input_is_a_clean_invalid_parameter_error(registered):
+    model = mlflow.pyfunc.load_model("models:/m3-test@champion")
+    cases = [
+        ([""], {}, r"input\[0\] is an empty string"),
+        (["river", "   "], {}, r"input\[1\] is an empty string"),
+        (["river", 3], {}, r"input\[1\] is int, not a string"),
+        (TEXTS, {"input_type": "document"}, "input_type must be one of"),
+        (TEXTS, {"max_length": 100_000}, "100000"),
+        (TEXTS, {"return_dense": False}, "nothing to encode"),
+    ]
+    for texts, params, match in cases:
+        with pytest.raises(MlflowException, match=match) as err:
+            model.predict(texts, params=params)
+        assert err.value.error_code == "INVALID_PARAMETER_VALUE", (texts, params, err.value)
+    empty = model.predict([], params={"return_sparse": True})
+    assert isinstance(empty, pd.DataFrame) and len(empty) == 0
+    assert list(empty.columns) == ["dense_vecs", "lexical_weights"]
+
+
+@pytest.fixture(scope="module")
+def profiled(store, checkpoint, tmp_path_factory):
+    """A registered champion whose profile (m3_config.json) says e5-style instructions and short queries."""
+    d = shutil.copytree(checkpoint, tmp_path_factory.mktemp("profiled") / "model")
+    cfg = json.loads((d / CONFIG_NAME).read_text())
+    cfg.update(
+        query_instruction="query: ",
+        passage_instruction="passage: ",
+        query_max_length=16,
+        passage_max_length=64,
+    )
+    (d / CONFIG_NAME).write_text(json.dumps(cfg))
+    r = register_and_promote(d, "m3-profile", report(0.40), "s", train_config={"model": "e5-like"})
+    assert r.decision.promote
+    return d
+
+
+def test_consumer_gets_the_models_profile_in_a_fresh_process(profiled, store):
+    """`input_type` picks the side: its instruction and its max length come from the model, not the caller."""
+    texts = {"query": ["river mountain", "Fluss Berg"], "passage": ["the river and the mountain", "der Berg"]}
+    code = """
+import json, sys, mlflow
+m = mlflow.pyfunc.load_model("models:/m3-profile@champion")
+texts, out = json.loads(sys.argv[1]), {}
+for side in ("query", "passage"):
+    df = m.predict(texts[side], params={"input_type": side, "return_sparse": True})
+    out[side] = {"dense": df["dense_vecs"].tolist(), "lex": df["lexical_weights"].tolist()}
+    long = m.predict(["river " * 200], params={"input_type": side, "return_colbert": True, "return_dense": False})
+    out[side]["tokens"] = len(long["colbert_vecs"][0])
+out["default"] = m.predict(texts["query"])["dense_vecs"].tolist()
+print(json.dumps(out))
+"""
+    env = {**os.environ, "MLFLOW_TRACKING_URI": store}
+    done = subprocess.run(
+        [sys.executable, "-c", code, json.dumps(texts)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd="/",
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    emb = M3Embedder(str(profiled), show_progress=False)
+    for side, prefix in (("query", "query: "), ("passage", "passage: ")):
+        ref = emb.encode([prefix + t for t in texts[side]], return_sparse=True)
+        np.testing.assert_allclose(np.array(out[side]["dense"]), ref["dense_vecs"], atol=1e-5)
+        for got, want in zip(out[side]["lex"], ref["lexical_weights"], strict=True):
+            assert got == pytest.approx(want, abs=1e-6)
+    bare = emb.encode(texts["query"])["dense_vecs"]
+    assert not np.allclose(np.array(out["query"]["dense"]), bare, atol=1e-3)  # the instruction was applied
+    np.testing.assert_allclose(np.array(out["default"]), np.array(out["query"]["dense"]), atol=1e-6)
+    # max_length 0 (the default): the side's own length, 16 / 64 tokens (ColBERT drops the first)
+    assert (out["query"]["tokens"], out["passage"]["tokens"]) == (15, 63)
+
+
+def test_card_carries_the_profile(profiled, store):
+    from registry.aliases import checkpoint_for_alias
+
+    version = MlflowClient().get_model_version_by_alias("m3-profile", "champion")
+    readme = (checkpoint_for_alias("m3-profile", "champion") / "README.md").read_text()
+    for card in (version.description, readme):
+        assert '| query instruction | `"query: "` |' in card
+        assert '| passage instruction | `"passage: "` |' in card
+        assert "| query max length | `16` |" in card and "| pooling | `cls` |" in card
+        assert "**promoted to champion**" in card

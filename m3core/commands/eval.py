@@ -46,8 +46,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--pooling", choices=["cls", "mean"], default=None, help="override the model's pooling"
     )
-    parser.add_argument("--query-instruction", default=None, help="prefix for queries (e5: 'query: ')")
-    parser.add_argument("--passage-instruction", default=None, help="prefix for passages (e5: 'passage: ')")
+    parser.add_argument(
+        "--query-instruction",
+        default=None,
+        help="prefix for queries (default: the model's profile, e.g. e5 'query: '; '' for none)",
+    )
+    parser.add_argument(
+        "--passage-instruction",
+        default=None,
+        help="prefix for passages (default: the model's profile, e.g. e5 'passage: '; '' for none)",
+    )
     parser.add_argument("--split", default="test", help="qrels split file name under qrels/ (default test)")
 
 
@@ -73,7 +81,6 @@ def run(args: argparse.Namespace) -> int:
         passage_max_length=args.passage_max_length,
         cache_dir=Path(args.cache_dir) if args.cache_dir else None,
         dense_index=DenseIndexConfig(kind=args.index),
-        passage_instruction=args.passage_instruction,
     )
     sets = load_eval_sets(args.eval_set, split=args.split)
     embedder = None
@@ -87,6 +94,7 @@ def run(args: argparse.Namespace) -> int:
             use_fp16=True,
             pooling_method=args.pooling,
             query_instruction_for_retrieval=args.query_instruction,
+            passage_instruction_for_retrieval=args.passage_instruction,
         )
     report = evaluate(embedder, sets, config, model_id=args.model)
     out = (

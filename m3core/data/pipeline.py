@@ -40,7 +40,7 @@ class MineConfig:
     lid_min_conf: float = 0.6
     lid_max_declared_conf: float = 0.05
     near_dup_threshold: float = 0.9
-    max_per_language: int | None = None  # new pairs per (source, language) this run; the rest are counted
+    max_per_language: int | None = None  # new pairs per (source, query language, language) this run
     derive_crosslingual: bool = True
     progress: bool = True
 
@@ -299,10 +299,12 @@ class _Writer:
         for p, pid, (outcome, kept) in zip(pairs, ids, outcomes, strict=True):
             if outcome == "new":
                 cap = self.cfg.max_per_language
-                if cap is not None and self.new_per_lang[(p.source, p.lang)] >= cap:
+                # Per language *pair*: cross-lingual X→en pairs must not use up English's own budget.
+                lang_pair = (p.source, p.query_lang, p.lang)
+                if cap is not None and self.new_per_lang[lang_pair] >= cap:
                     self.stats[(p.source, p.lang, "skipped:over-limit")] += 1
                     continue
-                self.new_per_lang[(p.source, p.lang)] += 1
+                self.new_per_lang[lang_pair] += 1
                 keep.append((pid, p))
                 self.stats[(p.source, p.lang, "pair")] += 1
             elif outcome == "unchanged":

@@ -208,6 +208,14 @@ class Warehouse:
         ).fetchone()
         return int(row[0]) if row else 0
 
+    def sample_texts(self, n: int) -> list[str]:
+        """Up to `n` query and passage texts of `pairs`, sampled (e.g. to train a from-scratch tokenizer)."""
+        rows = self.con.execute(
+            "SELECT text FROM (SELECT query AS text FROM pairs UNION ALL SELECT positive FROM pairs) "
+            f"USING SAMPLE {int(n)} ROWS"
+        ).fetchall()
+        return [r[0] for r in rows]
+
     # -- lifecycle --------------------------------------------------------------------------------
     def close(self) -> None:
         """Close the connection (releases the file lock)."""

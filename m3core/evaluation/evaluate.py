@@ -17,9 +17,11 @@ import numpy as np
 
 from m3core.evaluation.beir import EvalSet
 from m3core.evaluation.bm25 import BM25Index
-from m3core.evaluation.metrics import METRICS, evaluate_run
-from m3core.retrieval.corpus import cache_key, encode_texts
+from m3core.evaluation.metrics import METRICS
+from m3core.evaluation.metrics import per_query as per_query_metrics
+from m3core.retrieval.corpus import Embeddings, cache_key, encode_texts
 from m3core.retrieval.dense import DenseIndexConfig
+from m3core.retrieval.hybrid import resolve_weights
 from m3core.retrieval.retriever import MODES, Retriever, RetrieverConfig, outputs_for
 
 log = logging.getLogger(__name__)
@@ -29,19 +31,19 @@ BM25 = "bm25"
 
 @dataclass
 class EvalConfig:
-    """What to evaluate. ``weights``: hybrid preset ("short"/"long") or (w_dense, w_sparse, w_colbert)."""
+    """What to evaluate. ``weights``: hybrid preset ("short"/"long"), (w_dense, w_sparse, w_colbert), or None for
+    the model's own (its profile's `hybrid_weights`, chosen on a dev split; `short` when it has none)."""
 
     modes: tuple[str, ...] = MODES
     bm25: bool = True
     k: int = 100
     candidates: int = 200
-    weights: str | tuple[float, float, float] = "short"
+    weights: str | tuple[float, float, float] | None = None
     batch_size: int = 32
     query_max_length: int | None = None
     passage_max_length: int | None = None
     cache_dir: Path | None = None
     metrics: tuple[str, ...] = METRICS
-    passage_instruction: str | None = None  # prefix for passages (e5-style models want "passage: ")
     dense_index: DenseIndexConfig = field(default_factory=DenseIndexConfig)
 
     def __post_init__(self) -> None:
@@ -58,66 +60,83 @@ def ids_to_run(query_ids: Sequence[str], doc_ids: Sequence[str], scores: np.ndar
     }
 
 
+def encode_set(
+    embedder: Any, es: EvalSet, config: EvalConfig, outputs: tuple[str, ...], model_id: str | None = None
+) -> tuple[list[str], list[str], Embeddings, Embeddings]:
+    """``(query_ids, doc_ids, queries, corpus)`` of one set, encoded with ``outputs`` (cached when configured).
+
+    The embedder applies the model's query/passage prompts (its profile) in encode_queries/encode_corpus.
+    """
+    doc_ids, query_ids = list(es.corpus), list(es.queries)
+    passages = [es.corpus[d] for d in doc_ids]
+    query_texts = [es.queries[q] for q in query_ids]
+
+    def cache_for(texts: list[str], side: str, max_length: int | None) -> Path | None:
+        # Keyed by content, not by set name: cross-lingual sets share one corpus (e.g. English pages),
+        # which is then encoded once.
+        if config.cache_dir is None:
+            return None
+        key = cache_key(model_id or "", texts, outputs, max_length, side)
+        return Path(config.cache_dir) / f"{side}-{key[:20]}"
+
+    common = {"outputs": outputs, "batch_size": config.batch_size, "model_id": model_id}
+    corpus = encode_texts(
+        embedder, passages, side="passage", max_length=config.passage_max_length,
+        cache_dir=cache_for(passages, "passage", config.passage_max_length), **common,
+    )  # fmt: skip
+    queries = encode_texts(
+        embedder, query_texts, side="query", max_length=config.query_max_length,
+        cache_dir=cache_for(query_texts, "query", config.query_max_length), **common,
+    )  # fmt: skip
+    return query_ids, doc_ids, queries, corpus
+
+
+def model_weights(embedder: Any, config: EvalConfig) -> str | tuple[float, float, float]:
+    """The hybrid weights to use: the config's, else the model's profile (chosen on a dev split), else `short`."""
+    if config.weights is not None:
+        return config.weights
+    saved = getattr(getattr(getattr(embedder, "model", None), "config", None), "hybrid_weights", None)
+    return tuple(saved) if saved else "short"
+
+
 def evaluate_set(
     embedder: Any, es: EvalSet, config: EvalConfig, model_id: str | None = None
 ) -> dict[str, Any]:
     """Metrics of every configured mode (and BM25) on one set, with per-mode search seconds."""
-    doc_ids, query_ids = list(es.corpus), list(es.queries)
     results: dict[str, dict[str, float]] = {}
+    per_query: dict[str, dict[str, float]] = {}  # mode -> query id -> the first metric (paired comparisons)
+    nonempty: dict[str, float] | None = None  # share of texts with any lexical weight
     seconds: dict[str, float] = {}
     if config.modes:
-        outputs = outputs_for(list(config.modes))
-        passages = [(config.passage_instruction or "") + es.corpus[d] for d in doc_ids]
-        query_texts = [es.queries[q] for q in query_ids]
-
-        def cache_for(texts: list[str], side: str, max_length: int | None) -> Path | None:
-            # Keyed by content, not by set name: cross-lingual sets share one corpus (e.g. English pages),
-            # which is then encoded once.
-            if config.cache_dir is None:
-                return None
-            key = cache_key(model_id or "", texts, outputs, max_length, side)
-            return Path(config.cache_dir) / f"{side}-{key[:20]}"
-
         t0 = time.perf_counter()
-        corpus = encode_texts(
-            embedder,
-            passages,
-            outputs=outputs,
-            side="passage",
-            batch_size=config.batch_size,
-            max_length=config.passage_max_length,
-            cache_dir=cache_for(passages, "passage", config.passage_max_length),
-            model_id=model_id,
-        )
-        queries = encode_texts(
-            embedder,
-            query_texts,
-            outputs=outputs,
-            side="query",
-            batch_size=config.batch_size,
-            max_length=config.query_max_length,
-            cache_dir=cache_for(query_texts, "query", config.query_max_length),
-            model_id=model_id,
+        query_ids, doc_ids, queries, corpus = encode_set(
+            embedder, es, config, outputs_for(list(config.modes)), model_id
         )
         seconds["encode"] = time.perf_counter() - t0
+        if corpus.lexical is not None:
+            # A dead sparse head (ReLU stuck at 0) shows as empty lexical weights, not as an error.
+            nonempty = {
+                "passages": float(np.mean([bool(w) for w in corpus.lexical])),
+                "queries": float(np.mean([bool(w) for w in queries.lexical])),
+            }
         retriever = Retriever(
             corpus,
             RetrieverConfig(
-                weights=config.weights, candidates=config.candidates, dense_index=config.dense_index
+                weights=model_weights(embedder, config),
+                candidates=config.candidates,
+                dense_index=config.dense_index,
             ),
         )
         for mode in config.modes:
             t0 = time.perf_counter()
             scores, ids = retriever.search(queries, mode, k=config.k)
             seconds[mode] = time.perf_counter() - t0
-            results[mode] = evaluate_run(
-                es.qrels, ids_to_run(query_ids, doc_ids, scores, ids), config.metrics
-            )
+            results[mode], per_query[mode] = _score(es, ids_to_run(query_ids, doc_ids, scores, ids), config)
     if config.bm25:
         t0 = time.perf_counter()
         run = BM25Index(es.corpus).search(es.queries, k=config.k)
         seconds[BM25] = time.perf_counter() - t0
-        results[BM25] = evaluate_run(es.qrels, run, config.metrics)
+        results[BM25], per_query[BM25] = _score(es, run, config)
     log.info(
         "%s: %s",
         es.label,
@@ -133,8 +152,19 @@ def evaluate_set(
         "n_queries": len(es.queries),
         "n_docs": len(es.corpus),
         "results": results,
+        "per_query": per_query,
+        "nonempty_lexical": nonempty,
         "seconds": seconds,
     }
+
+
+def _score(es: EvalSet, run: dict, config: EvalConfig) -> tuple[dict[str, float], dict[str, float]]:
+    """Mean metrics of a run, and the first metric per judged query (for paired bootstrap intervals)."""
+    values = per_query_metrics(es.qrels, run, config.metrics)
+    if not any(values[m] for m in config.metrics):
+        raise ValueError(f"{es.label}: qrels has no query with a relevant document: nothing to evaluate")
+    means = {m: sum(v.values()) / len(v) for m, v in values.items()}
+    return means, values[config.metrics[0]]
 
 
 def _mean(entries: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
@@ -164,6 +194,7 @@ def evaluate(
         "config": cfg,
         "metrics": list(config.metrics),
         "modes": [*config.modes, *([BM25] if config.bm25 else [])],
+        "hybrid_weights": list(resolve_weights(model_weights(embedder, config))) if config.modes else None,
         "sets": entries,
         "average": _mean(entries),
         "average_by_kind": {k: _mean([e for e in entries if e["kind"] == k]) for k in kinds},

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from m3core.modes import MODES
 from m3core.retrieval.colbert import DEFAULT_CANDIDATES, colbert_rerank
 from m3core.retrieval.corpus import Embeddings
 from m3core.retrieval.dense import DenseIndex, DenseIndexConfig
@@ -21,7 +22,6 @@ from m3core.retrieval.sparse import SparseIndex
 
 log = logging.getLogger(__name__)
 
-MODES = ("dense", "sparse", "colbert", "dense+sparse", "all")
 # The embeddings each mode needs, on both the query and the corpus side.
 MODE_OUTPUTS: dict[str, tuple[str, ...]] = {
     "dense": ("dense",),

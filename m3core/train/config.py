@@ -28,9 +28,11 @@ class TrainConfig(BaseModel):
     extend_positions_to: int | None = Field(
         None, description="grow the position table to this many tokens first"
     )
-    query_instruction: str | None = None
+    query_instruction: str | None = Field(
+        None, description="prefix for queries; None: the model's profile (e5: 'query: '); '' for none"
+    )
     passage_instruction: str | None = Field(
-        None, description="prefix for passages (e5-style models: 'passage: ')"
+        None, description="prefix for passages; None: the model's profile (e5: 'passage: '); '' for none"
     )
     group_size: int = Field(8, ge=1)
     query_max_length: int = Field(64, gt=2)

@@ -172,6 +172,12 @@ class Trainer:
             model.config.pooling = cfg.pooling
         if cfg.extend_positions_to and cfg.extend_positions_to > model.max_tokens:
             model.extend_positions(cfg.extend_positions_to)
+        # The prompts the model is trained with become its profile (saved in m3_config.json): a config's explicit
+        # value wins, else the model's own (e5: "query: " / "passage: "), so the checkpoint is used as trained.
+        if cfg.query_instruction is not None:
+            model.config.query_instruction = cfg.query_instruction or None
+        if cfg.passage_instruction is not None:
+            model.config.passage_instruction = cfg.passage_instruction or None
         model.check_length(max(cfg.query_max_length, cfg.passage_max_length))
         model.config.query_max_length, model.config.passage_max_length = (
             cfg.query_max_length,
@@ -203,8 +209,8 @@ class Trainer:
             cfg.train_data,
             skip_bad_lines=cfg.skip_bad_lines,
             group_size=cfg.group_size,
-            query_instruction=cfg.query_instruction,
-            passage_instruction=cfg.passage_instruction,
+            query_instruction=self.model.config.query_instruction,
+            passage_instruction=self.model.config.passage_instruction,
             seed=cfg.seed,
         )
         if cfg.sampler == "length_bucket":

@@ -197,9 +197,17 @@ class ManPageSource:
         elif self.english == "none":
             pages = [p for p in pages if p.lang != "en"]
         if self.max_per_language:
-            # A stable pseudo-random sample per language, the same pages in every language where possible.
+            # The same pages in every language where possible: the most translated pages first (so English
+            # keeps the originals of what the other languages keep, which cross-lingual pairs and eval sets
+            # need), then a stable pseudo-random order.
+            languages_of: dict[tuple[str, str], int] = {}
+            for p in pages:
+                languages_of[(p.name, p.section)] = languages_of.get((p.name, p.section), 0) + 1
             by_lang: dict[str, list[ManPage]] = {}
-            for p in sorted(pages, key=lambda p: content_hash(p.name, p.section)):
+            order = sorted(
+                pages, key=lambda p: (-languages_of[(p.name, p.section)], content_hash(p.name, p.section))
+            )
+            for p in order:
                 by_lang.setdefault(p.lang, []).append(p)
             pages = [p for ps in by_lang.values() for p in ps[: self.max_per_language]]
         return [pages[i : i + self.chunk] for i in range(0, len(pages), self.chunk)]
