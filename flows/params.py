@@ -9,7 +9,6 @@ from pydantic import BaseModel, ConfigDict, Field
 from m3core.modes import MODES, Mode
 from m3core.train.recipes import TrainOverrides, recipe_for
 
-
 EMBEDDED_LANGUAGES = ("en", "de", "fr", "es", "ru", "ja", "zh-CN", "pl")
 
 
