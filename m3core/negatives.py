@@ -28,7 +28,7 @@ from typing import Any, Literal
 import numpy as np
 
 from m3core.retrieval.corpus import encode_texts
-from m3core.retrieval.hybrid import mode_scores, resolve_weights
+from m3core.retrieval.hybrid import mode_scores, model_weights, resolve_weights
 from m3core.retrieval.retriever import Retriever, RetrieverConfig
 
 log = logging.getLogger(__name__)
@@ -75,7 +75,9 @@ class MiningConfig:
     num_negatives: int = 15
     seed: int = 42
     teacher_scores: bool = False
-    weights: str | tuple[float, float, float] = "short"
+    weights: str | tuple[float, float, float] | None = (
+        None  # None: the interim model's profile (else "short")
+    )
     candidates: int = 200
     batch_size: int = 32
     query_max_length: int | None = None
@@ -89,7 +91,8 @@ class MiningConfig:
             raise ValueError(f"num_negatives must be >= 1, got {self.num_negatives}")
         if self.mode not in ("dense", "hybrid"):
             raise ValueError(f"mode must be 'dense' or 'hybrid', got {self.mode!r}")
-        resolve_weights(self.weights)
+        if self.weights is not None:
+            resolve_weights(self.weights)
 
 
 @dataclass
@@ -205,7 +208,7 @@ def mine(
     for i, ex in enumerate(examples):
         if not ex.query.strip() or not ex.pos or not all(p.strip() for p in ex.pos):
             raise ValueError(f"example {i}: needs a non-empty query and at least one non-empty positive")
-    weights = resolve_weights(cfg.weights)
+    weights = model_weights(embedder, cfg.weights)
     pool = build_pool(examples, corpus)
     norm_pool = [normalize(t) for t in pool]
     outputs = {"dense"}

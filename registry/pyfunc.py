@@ -74,10 +74,24 @@ def log_m3_model(
 
     m3core travels with the model (`code_paths`), so a consumer needs only the pip requirements.
     """
+    from m3core.config import M3Config
+    from m3core.retrieval.hybrid import PRESETS
+
     checkpoint = Path(checkpoint)
     if not (checkpoint / "config.json").is_file():
         raise ValueError(f"{checkpoint}: not a model directory (no config.json)")
+    # The profile in the MLmodel metadata: a consumer scoring hybrid retrieval reads the weights the model was
+    # chosen to be served with (`mlflow.models.get_model_info(uri).metadata`) without downloading the checkpoint.
+    profile = M3Config.load(checkpoint) or M3Config()
+    metadata = {
+        "pooling": profile.pooling,
+        "query_instruction": profile.query_instruction,
+        "passage_instruction": profile.passage_instruction,
+        "hybrid_weights": list(profile.hybrid_weights or PRESETS["short"]),
+        **kwargs.pop("metadata", {}),
+    }
     return mlflow.pyfunc.log_model(
+        metadata=metadata,
         name=name,
         python_model=str(MODEL_FILE),
         artifacts={"checkpoint": str(checkpoint)},

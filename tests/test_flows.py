@@ -112,3 +112,25 @@ def test_artifacts_and_rerun_uses_the_cache(first_run, harness):
     assert "Cached" in states["evaluate_model"], states["evaluate_model"]
     keys = {a.key for a in artifacts}
     assert {"eval-trained", "eval-base", "mlflow-model-version", "mining-summary"} <= keys
+
+
+def test_a_retrain_on_a_changed_eval_set_ends_in_a_real_decision(first_run, harness):
+    """A scheduled retrain whose eval set differs from the champion's (here: Spanish added) re-evaluates the
+    champion on the new set in the same run and decides on equal terms, with the numbers in the reason."""
+    import re
+
+    from flows.retrain import retrain
+
+    client = mlflow.MlflowClient()
+    champion = client.get_model_version_by_alias("m3", "champion")
+    params = small_params("t3")
+    params.mine.manpage_languages = ["en", "de", "fr", "es"]
+    params.train_languages = ["de", "fr", "en", "es"]
+    third = retrain(params)
+    reg = third["registered"]
+    assert reg["eval_set_id"] != champion.tags["eval_set_id"]
+    assert reg["champion_version"] == champion.version and reg["champion_value"] is not None
+    assert "not comparable" not in reg["reason"]
+    assert re.search(r"\d\.\d{4} (>=|<) champion \d\.\d{4}", reg["reason"]), reg["reason"]
+    retagged = client.get_model_version("m3", champion.version).tags
+    assert any(k.startswith(f"eval.{reg['eval_set_id']}") for k in retagged), sorted(retagged)

@@ -284,3 +284,12 @@ def test_card_carries_the_profile(profiled, store):
         assert '| passage instruction | `"passage: "` |' in card
         assert "| query max length | `16` |" in card and "| pooling | `cls` |" in card
         assert "**promoted to champion**" in card
+
+
+def test_logged_model_metadata_carries_the_profile(profiled, store):
+    info = mlflow.models.get_model_info("models:/m3-profile@champion")
+    assert (
+        info.metadata["query_instruction"] == "query: "
+        and info.metadata["passage_instruction"] == "passage: "
+    )
+    assert info.metadata["hybrid_weights"] == [1.0, 0.3, 1.0]  # no weights chosen for it: the short preset

@@ -28,8 +28,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-bm25", action="store_true", help="skip the BM25 baseline")
     parser.add_argument(
         "--weights",
-        default="short",
-        help="hybrid weights: short (1,0.3,1), long (0.15,0.5,0.35) or 'wd,ws,wc'",
+        default=None,
+        help="hybrid weights: short (1,0.3,1), long (0.15,0.5,0.35) or 'wd,ws,wc' (default: the model's profile)",
     )
     parser.add_argument("--k", type=int, default=100, help="depth of each ranking (Recall@k uses 100)")
     parser.add_argument("--candidates", type=int, default=200, help="candidates re-scored by colbert/hybrid")
@@ -69,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
     modes = tuple(m.strip() for m in args.modes.split(",") if m.strip())
     if modes and not args.model:
         raise ValueError("--model is required unless --modes '' (BM25 only)")
-    weights = args.weights if args.weights in ("short", "long") else resolve_weights(args.weights)
+    weights = None if args.weights is None else resolve_weights(args.weights)
     config = EvalConfig(
         modes=modes,
         bm25=not args.no_bm25,

@@ -41,7 +41,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--num-negatives", type=int, default=15)
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--teacher-scores", action="store_true", help="attach pos_scores/neg_scores (hybrid)")
-    parser.add_argument("--weights", default="short", help="hybrid weights: short, long or 'wd,ws,wc'")
+    parser.add_argument(
+        "--weights",
+        default=None,
+        help="hybrid weights: short, long or 'wd,ws,wc' (default: the model's profile)",
+    )
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--query-max-length", type=int, default=None)
     parser.add_argument("--passage-max-length", type=int, default=None)

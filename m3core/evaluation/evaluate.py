@@ -21,7 +21,7 @@ from m3core.evaluation.metrics import METRICS
 from m3core.evaluation.metrics import per_query as per_query_metrics
 from m3core.retrieval.corpus import Embeddings, cache_key, encode_texts
 from m3core.retrieval.dense import DenseIndexConfig
-from m3core.retrieval.hybrid import resolve_weights
+from m3core.retrieval.hybrid import model_weights
 from m3core.retrieval.retriever import MODES, Retriever, RetrieverConfig, outputs_for
 
 log = logging.getLogger(__name__)
@@ -91,14 +91,6 @@ def encode_set(
     return query_ids, doc_ids, queries, corpus
 
 
-def model_weights(embedder: Any, config: EvalConfig) -> str | tuple[float, float, float]:
-    """The hybrid weights to use: the config's, else the model's profile (chosen on a dev split), else `short`."""
-    if config.weights is not None:
-        return config.weights
-    saved = getattr(getattr(getattr(embedder, "model", None), "config", None), "hybrid_weights", None)
-    return tuple(saved) if saved else "short"
-
-
 def evaluate_set(
     embedder: Any, es: EvalSet, config: EvalConfig, model_id: str | None = None
 ) -> dict[str, Any]:
@@ -122,7 +114,7 @@ def evaluate_set(
         retriever = Retriever(
             corpus,
             RetrieverConfig(
-                weights=model_weights(embedder, config),
+                weights=model_weights(embedder, config.weights),
                 candidates=config.candidates,
                 dense_index=config.dense_index,
             ),
@@ -194,7 +186,7 @@ def evaluate(
         "config": cfg,
         "metrics": list(config.metrics),
         "modes": [*config.modes, *([BM25] if config.bm25 else [])],
-        "hybrid_weights": list(resolve_weights(model_weights(embedder, config))) if config.modes else None,
+        "hybrid_weights": list(model_weights(embedder, config.weights)) if config.modes else None,
         "sets": entries,
         "average": _mean(entries),
         "average_by_kind": {k: _mean([e for e in entries if e["kind"] == k]) for k in kinds},

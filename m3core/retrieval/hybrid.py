@@ -46,6 +46,15 @@ def resolve_weights(weights: str | Sequence[float]) -> Weights:
     return values  # type: ignore[return-value]
 
 
+def model_weights(embedder: object, override: str | Sequence[float] | None = None) -> Weights:
+    """The hybrid weights to use with `embedder`'s model: `override` when given, else the model's profile
+    (`hybrid_weights` in its m3_config.json, chosen on a dev split after training), else the `short` preset."""
+    if override is not None:
+        return resolve_weights(override)
+    saved = getattr(getattr(getattr(embedder, "model", None), "config", None), "hybrid_weights", None)
+    return resolve_weights(tuple(saved) if saved else "short")
+
+
 def union_candidates(*id_arrays: np.ndarray) -> list[np.ndarray]:
     """Per query, the sorted union of the doc ids in each ``[nq, k]`` array (-1 slots dropped)."""
     nq = id_arrays[0].shape[0]

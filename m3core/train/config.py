@@ -63,6 +63,9 @@ class TrainConfig(BaseModel):
     # optimization
     learning_rate: float = Field(1e-5, gt=0)
     head_learning_rate: float | None = Field(None, gt=0, description="default: learning_rate")
+    sparse_head_learning_rate: float | None = Field(
+        None, gt=0, description="the sparse head's (one Linear(hidden, 1)); default: head_learning_rate"
+    )
     weight_decay: float = 0.01
     warmup_ratio: float = Field(0.1, ge=0, le=1)
     epochs: int = Field(1, ge=1)

@@ -278,7 +278,7 @@ class Trainer:
         head_lr = cfg.head_learning_rate or cfg.learning_rate
         for module, lr in (
             (self.model.backbone, cfg.learning_rate),
-            (self.model.sparse_head, head_lr),
+            (self.model.sparse_head, cfg.sparse_head_learning_rate or head_lr),
             (self.model.colbert_head, head_lr),
         ):
             decay, no_decay = [], []
