@@ -24,6 +24,23 @@ logger = logging.getLogger(__name__)
 SPECIAL_TOKENS = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
 
 
+def xlmr_tokenizer(source: Tokenizer | str | Path, model_max_length: int) -> PreTrainedTokenizerFast:
+    """`source` (a `tokenizers.Tokenizer`, or the path of a `tokenizer.json`) as a transformers fast tokenizer
+    with XLM-R's special tokens. Used here and by the e5 backbone builder (`m3core.backbones.e5`)."""
+    where = {"tokenizer_object": source} if isinstance(source, Tokenizer) else {"tokenizer_file": str(source)}
+    return PreTrainedTokenizerFast(
+        **where,
+        bos_token="<s>",
+        eos_token="</s>",
+        cls_token="<s>",
+        sep_token="</s>",
+        pad_token="<pad>",
+        unk_token="<unk>",
+        mask_token="<mask>",
+        model_max_length=model_max_length,
+    )
+
+
 @dataclass
 class TinyModelSpec:
     """Shape of a model built from scratch (defaults: ~1M parameters, fast on a laptop CPU)."""
@@ -57,17 +74,7 @@ def train_tokenizer(
     tok.post_processor = processors.TemplateProcessing(
         single="<s> $A </s>", pair="<s> $A </s> </s> $B </s>", special_tokens=[("<s>", bos), ("</s>", eos)]
     )
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tok,
-        bos_token="<s>",
-        eos_token="</s>",
-        sep_token="</s>",
-        cls_token="<s>",
-        unk_token="<unk>",
-        pad_token="<pad>",
-        mask_token="<mask>",
-        model_max_length=max_tokens,
-    )
+    return xlmr_tokenizer(tok, max_tokens)
 
 
 def build_tiny_model(

@@ -122,14 +122,19 @@ def test_a_retrain_on_a_changed_eval_set_ends_in_a_real_decision(first_run, harn
     from flows.retrain import retrain
 
     client = mlflow.MlflowClient()
-    champion = client.get_model_version_by_alias("m3", "champion")
+    try:
+        champion = client.get_model_version_by_alias("m3", "champion")
+    except mlflow.exceptions.MlflowException:
+        # 12 steps from scratch need not beat their base; an operator promotes version 1 by hand (a real alias).
+        client.set_registered_model_alias("m3", "champion", first_run["registered"]["version"])
+        champion = client.get_model_version_by_alias("m3", "champion")
     params = small_params("t3")
     params.mine.manpage_languages = ["en", "de", "fr", "es"]
     params.train_languages = ["de", "fr", "en", "es"]
     third = retrain(params)
     reg = third["registered"]
     assert reg["eval_set_id"] != champion.tags["eval_set_id"]
-    assert reg["champion_version"] == champion.version and reg["champion_value"] is not None
+    assert str(reg["champion_version"]) == str(champion.version) and reg["champion_value"] is not None
     assert "not comparable" not in reg["reason"]
     assert re.search(r"\d\.\d{4} (>=|<) champion \d\.\d{4}", reg["reason"]), reg["reason"]
     retagged = client.get_model_version("m3", champion.version).tags

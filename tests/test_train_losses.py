@@ -37,7 +37,8 @@ def scores():
     return {"dense": torch.tensor(DENSE), "sparse": torch.tensor(SPARSE), "colbert": torch.tensor(COLBERT)}
 
 
-def by_hand(tau=0.5, w=(1.0, 0.3, 1.0), lam=(1.0, 0.1, 1.0), distill=True):
+def by_hand(tau=0.5, w=(1.0, 0.3, 1.0), lam=(1.0, 0.1, 1.0), distill=True, sd_tau=None):
+    sd_tau = sd_tau or tau
     modes = {"dense": DENSE, "sparse": SPARSE, "colbert": COLBERT}
     per = {m: sum(ce(s[i], TARGET[i], tau) for i in range(2)) / 2 for m, s in modes.items()}
     ens = [
@@ -46,8 +47,8 @@ def by_hand(tau=0.5, w=(1.0, 0.3, 1.0), lam=(1.0, 0.1, 1.0), distill=True):
     per["ensemble"] = sum(ce(ens[i], TARGET[i], tau) for i in range(2)) / 2
     total = (lam[0] * per["dense"] + lam[1] * per["sparse"] + lam[2] * per["colbert"] + per["ensemble"]) / 4
     if distill:
-        teachers = [softmax(ens[i], tau) for i in range(2)]
-        sd = {m: sum(soft_ce(s[i], teachers[i], tau) for i in range(2)) / 2 for m, s in modes.items()}
+        teachers = [softmax(ens[i], sd_tau) for i in range(2)]
+        sd = {m: sum(soft_ce(s[i], teachers[i], sd_tau) for i in range(2)) / 2 for m, s in modes.items()}
         per["self_distill"] = (lam[0] * sd["dense"] + lam[1] * sd["sparse"] + lam[2] * sd["colbert"]) / 3
         total = (total + per["self_distill"]) / 2
     per["loss"] = total
@@ -60,6 +61,14 @@ def test_unified_loss_with_self_distillation_matches_hand_computation():
     assert set(parts) == set(expected)
     for k, v in expected.items():
         assert float(parts[k]) == pytest.approx(v, rel=1e-5), k
+
+
+def test_a_softer_self_distillation_temperature_matches_hand_computation():
+    parts = M3Loss(temperature=0.5, self_distill_temperature=2.0)(scores(), torch.tensor(TARGET), step=0)
+    expected = by_hand(sd_tau=2.0)
+    for k, v in expected.items():
+        assert float(parts[k]) == pytest.approx(v, rel=1e-5), k
+    assert float(parts["self_distill"]) != pytest.approx(by_hand()["self_distill"], rel=1e-3)
 
 
 def test_self_distillation_warm_up_switch():

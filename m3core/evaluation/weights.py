@@ -25,30 +25,29 @@ from m3core.config import CONFIG_NAME, M3Config
 from m3core.evaluation.beir import EvalSet
 from m3core.evaluation.evaluate import EvalConfig, encode_set
 from m3core.evaluation.metrics import evaluate_run
-from m3core.retrieval.hybrid import Weights, mode_scores, union_candidates
+from m3core.retrieval.hybrid import PRESETS, Weights, mode_scores, union_candidates
 from m3core.retrieval.retriever import Retriever, RetrieverConfig
 
 log = logging.getLogger(__name__)
 
 METRIC = "ndcg@10"
-# Weights are scale-free for ranking, so the grid fixes nothing but relative sizes; it contains each single
-# mode (re-scoring the same candidates), the paper's presets and their neighbourhood.
-DENSE_GRID = (0.0, 0.25, 0.5, 1.0)
-SPARSE_GRID = (0.0, 0.1, 0.3, 0.5, 1.0)
-COLBERT_GRID = (0.0, 0.25, 0.5, 1.0, 2.0)
+# Weights are scale-free for ranking, so the grid fixes nothing but relative sizes; it holds the paper's presets
+# and their neighbourhood. No weight is 0: `all` is the hybrid of all three modes (a zero would make it a single
+# mode or a pair under another name, and `dense+sparse`, which serves with (w_dense, w_sparse), degenerate).
+DENSE_GRID = (0.25, 0.5, 1.0)
+SPARSE_GRID = (0.1, 0.3, 0.5, 1.0)
+COLBERT_GRID = (0.25, 0.5, 1.0, 2.0)
 PAPER_SHORT: Weights = (1.0, 0.3, 1.0)
 
 
 def default_grid() -> list[Weights]:
-    """Every triple of the grids but all-zero, without scale duplicates (``(0.5, 0, 0)`` ≡ ``(1, 0, 0)``).
+    """Every triple of the grids, without scale duplicates (``(0.5, 0.5, 0.5)`` ≡ ``(1, 1, 1)``).
 
-    >>> grid = default_grid(); (1.0, 0.3, 1.0) in grid, (0.0, 0.0, 0.0) in grid
-    (True, False)
+    >>> grid = default_grid(); (1.0, 0.3, 1.0) in grid, (0.15, 0.5, 0.35) in grid, len(grid)
+    (True, True, 43)
     """
     seen, out = set(), []
-    for w in itertools.product(DENSE_GRID, SPARSE_GRID, COLBERT_GRID):
-        if not any(w):
-            continue
+    for w in [*itertools.product(DENSE_GRID, SPARSE_GRID, COLBERT_GRID), *PRESETS.values()]:
         key = tuple(round(x / max(w), 6) for x in w)
         if key not in seen:
             seen.add(key)

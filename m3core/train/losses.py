@@ -6,13 +6,19 @@ negatives, plus every other query's group as in-batch negatives):
     L_m   = InfoNCE(s_m / τ)                     m ∈ {dense, sparse, colbert}, and the ensemble
     s_int = w1·s_dense + w2·s_lex + w3·s_mul     (defaults 1, 0.3, 1)
     L     = (λ1·L_dense + λ2·L_lex + λ3·L_mul + L_int) / 4          (λ defaults 1, 0.1, 1)
-    L'_m  = −Σ softmax(s_int / τ).detach() · log softmax(s_m / τ)   (self-distillation: the ensemble teaches)
+    L'_m  = −Σ softmax(s_int / T).detach() · log softmax(s_m / T)   (self-distillation: the ensemble teaches;
+                                                                     T = τ as in the paper, or softer)
     L'    = (λ1·L'_dense + λ2·L'_lex + λ3·L'_mul) / 3
     total = (L + L') / 2   once `step >= self_distill_start_step`, otherwise L
 
 Why distil from the ensemble: the three modes make different mistakes, so their combination is a better
 teacher than any one of them; the sparse head in particular learns much more from these soft targets than from
 the hard labels (paper, Table 8). The warm-up lets the heads become sensible before they teach.
+
+Why T may exceed τ: at τ = 0.02 a pretrained encoder's ensemble already separates the positive from its hard
+negatives by several logits, so softmax(s_int / τ) is nearly one-hot and L' repeats the hard labels of L. A softer
+teacher (Hinton's distillation temperature, on teacher and student alike) passes on how the ensemble ranks the
+negatives, which is the knowledge a fresh sparse head lacks.
 
 Everything here works on score matrices, so the loss is testable with small hand-made tensors.
 """
@@ -56,6 +62,7 @@ class M3Loss(nn.Module):
         modes: the heads trained; `("dense",)` is the dense-only (unsupervised pre-fine-tuning) stage, where
             the loss is just L_dense.
         teacher_temperature: softmax temperature of external teacher scores (`pos_scores`/`neg_scores`).
+        self_distill_temperature: T of L' (teacher and student); None: τ (the paper's).
     """
 
     def __init__(
@@ -67,6 +74,7 @@ class M3Loss(nn.Module):
         self_distill_start_step: int = 0,
         modes: Sequence[str] = MODES,
         teacher_temperature: float = 1.0,
+        self_distill_temperature: float | None = None,
     ):
         super().__init__()
         if temperature <= 0 or teacher_temperature <= 0:
@@ -83,6 +91,9 @@ class M3Loss(nn.Module):
         self.self_distill_start_step = self_distill_start_step
         self.modes = tuple(m for m in MODES if m in modes)
         self.teacher_temperature = teacher_temperature
+        if self_distill_temperature is not None and self_distill_temperature <= 0:
+            raise ValueError("self_distill_temperature must be positive")
+        self.self_distill_temperature = self_distill_temperature or temperature
 
     @property
     def unified(self) -> bool:
@@ -150,8 +161,9 @@ class M3Loss(nn.Module):
         lam = self.mode_weights
         loss = (sum(lam[m] * parts[m] for m in self.modes) + parts["ensemble"]) / 4
         if self.self_distill and step >= self.self_distill_start_step:
-            teacher = torch.softmax(ensemble.detach() / tau, dim=-1)
-            distill = sum(lam[m] * soft_cross_entropy(scores[m], teacher, tau) for m in self.modes) / 3
+            t = self.self_distill_temperature
+            teacher = torch.softmax(ensemble.detach() / t, dim=-1)
+            distill = sum(lam[m] * soft_cross_entropy(scores[m], teacher, t) for m in self.modes) / 3
             parts["self_distill"] = distill
             loss = (loss + distill) / 2
         parts["loss"] = loss

@@ -243,6 +243,7 @@ class Trainer:
             cfg.self_distill_start_step,
             cfg.modes,
             cfg.teacher_temperature,
+            cfg.self_distill_temperature,
         )
         self.optimizer = torch.optim.AdamW(self._param_groups(), lr=cfg.learning_rate)
         self.scheduler = get_linear_schedule_with_warmup(
