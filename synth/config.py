@@ -10,14 +10,21 @@ from __future__ import annotations
 from typing import Literal
 from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 # The port `m3 llm serve` uses by default; the endpoint default points at it so the embedded default works
 # with no configuration at all.
 DEFAULT_LOCAL_PORT = 8088
 
 
-class EndpointConfig(BaseModel):
+class _Strict(BaseModel):
+    """Unknown keys are errors naming the key: a typo in a money cap (`budget: {max_request: 1}`) must not be
+    ignored and every request sent."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class EndpointConfig(_Strict):
     """Where to send chat-completion requests: any OpenAI-compatible server (OpenAI, vLLM, Ollama, llama.cpp)."""
 
     base_url: str = f"http://127.0.0.1:{DEFAULT_LOCAL_PORT}/v1"
@@ -51,7 +58,7 @@ class EndpointConfig(BaseModel):
         return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
-class GenerationParams(BaseModel):
+class GenerationParams(_Strict):
     """Sampling parameters; part of the request cache key."""
 
     temperature: float = Field(0.7, ge=0, le=2)
@@ -62,7 +69,7 @@ class GenerationParams(BaseModel):
     prompt_example: bool = True
 
 
-class SelectionConfig(BaseModel):
+class SelectionConfig(_Strict):
     """Which documents and which paragraph of each."""
 
     languages: list[str] = Field(default_factory=list, description="empty: every language in the warehouse")
@@ -82,7 +89,7 @@ class SelectionConfig(BaseModel):
         return self
 
 
-class ValidationConfig(BaseModel):
+class ValidationConfig(_Strict):
     """What makes a generated query acceptable."""
 
     min_chars: int = Field(12, ge=1)
@@ -94,7 +101,7 @@ class ValidationConfig(BaseModel):
     lang_top_k: int = Field(1, ge=1, le=5)
 
 
-class BudgetConfig(BaseModel):
+class BudgetConfig(_Strict):
     """Caps per run (None: no cap) and prices for cost accounting (USD per million tokens)."""
 
     max_requests: int | None = Field(None, ge=0)
@@ -104,7 +111,7 @@ class BudgetConfig(BaseModel):
     price_output_per_m: float = Field(0.0, ge=0)
 
 
-class SynthConfig(BaseModel):
+class SynthConfig(_Strict):
     """Everything a run needs; `model_dump_json()` is what gets stored with the run."""
 
     endpoint: EndpointConfig = Field(default_factory=EndpointConfig)

@@ -184,3 +184,13 @@ def test_endpoint_config_validates_and_hides_credentials():
         EndpointConfig(base_url="api.example.test")
     with pytest.raises(ValidationError, match="paragraph_max_chars"):
         SelectionConfig(paragraph_min_chars=500, paragraph_max_chars=100)
+
+
+def test_synth_config_rejects_unknown_keys_with_their_name():
+    """A typo in a money cap must fail, not send every request (`max_request` for `max_requests`)."""
+    from pydantic import ValidationError
+
+    from synth.config import SynthConfig
+
+    with pytest.raises(ValidationError, match=r"budget\.max_request\n"):
+        SynthConfig.model_validate({"budget": {"max_request": 1}})
