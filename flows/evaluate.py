@@ -35,7 +35,9 @@ def _embedder(model: str, params: EvalParams):
     return M3Embedder(model, show_progress=False, batch_size=params.batch_size)
 
 
-@task(cache_policy=INPUTS + TASK_SOURCE, persist_result=True)
+# Keyed by model, eval set and parameters, not by where the files go: a scheduled retrain re-scores an unchanged
+# base model (or champion) from the cache; the caller writes the report files into its run's directory.
+@task(cache_policy=(INPUTS - "out_dir") + TASK_SOURCE, persist_result=True)
 def evaluate_model(
     model: str,
     model_fingerprint: str,
@@ -45,8 +47,9 @@ def evaluate_model(
     out_dir: str,
     modes: list[str] | None = None,
 ) -> dict:
-    """The evaluation report (dict) of `model` on the BEIR sets under `eval_dir`; files written to `out_dir`."""
-    from m3core.evaluation import evaluate, load_eval_sets, write_report
+    """The evaluation report (dict) of `model` on the BEIR sets under `eval_dir`. `out_dir` is where the caller
+    writes its files (`write_report`): not part of the cache key."""
+    from m3core.evaluation import evaluate, load_eval_sets
 
     sets = load_eval_sets(eval_dir)
     if params.languages:
@@ -58,9 +61,7 @@ def evaluate_model(
     if not sets:
         raise ValueError(f"no eval sets under {eval_dir} for languages {params.languages or 'any'}")
     config = eval_config(params, modes, cache=str(cache_dir("embeddings")))
-    report = evaluate(_embedder(model, params), sets, config, model_id=encoder_fingerprint(model))
-    write_report(report, out_dir)
-    return report
+    return evaluate(_embedder(model, params), sets, config, model_id=encoder_fingerprint(model))
 
 
 @flow(name="evaluate", log_prints=True)
@@ -73,13 +74,14 @@ def evaluate_flow(
     modes: list[str] | None = None,
 ) -> dict:
     """`modes`: None for `params.modes` (e.g. `["dense"]` for a plain backbone whose heads are untrained)."""
-    from m3core.evaluation import markdown_table
+    from m3core.evaluation import markdown_table, write_report
 
     configure_environment()
     params = params or EvalParams()
     report = evaluate_model(
         model, fingerprint(model), eval_dir, fingerprint(eval_dir), params, out_dir, modes
     )
+    write_report(report, out_dir)
     table = markdown_table(report)
     get_run_logger().info("nDCG@10 ×100\n%s", table)
     weights = report.get("hybrid_weights")

@@ -119,7 +119,7 @@ def register_and_promote_flow(
     `eval_params` must be those the candidate was evaluated with: the champion is re-evaluated with them.
     `base_model` (its directory or Hub id) tells whether the base has trained heads (see registry.promotion).
     """
-    from m3core.evaluation import markdown_table
+    from m3core.evaluation import markdown_table, write_report
 
     configure_environment()
     mlflow_experiment()
@@ -136,6 +136,7 @@ def register_and_promote_flow(
             eval_params,
             stale["out_dir"],
         )
+        write_report(report, stale["out_dir"])
         record_champion_evaluation(params.model_name, stale["version"], report, eval_set_id, params.metric)
         create_markdown_artifact(
             markdown=f"### champion v{stale['version']} on eval set {eval_set_id}\n\nnDCG@10 ×100\n\n"

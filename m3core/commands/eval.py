@@ -65,11 +65,14 @@ def run(args: argparse.Namespace) -> int:
     from m3core.evaluation import EvalConfig, evaluate, load_eval_sets, markdown_table, write_report
     from m3core.paths import m3_home
     from m3core.retrieval import DenseIndexConfig, resolve_weights
+    from m3core.retrieval.hybrid import PRESETS
 
     modes = tuple(m.strip() for m in args.modes.split(",") if m.strip())
     if modes and not args.model:
         raise ValueError("--model is required unless --modes '' (BM25 only)")
-    weights = None if args.weights is None else resolve_weights(args.weights)
+    weights = args.weights
+    if weights is not None and weights not in PRESETS:
+        weights = resolve_weights(weights)
     config = EvalConfig(
         modes=modes,
         bm25=not args.no_bm25,
