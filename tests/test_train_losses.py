@@ -37,8 +37,8 @@ def scores():
     return {"dense": torch.tensor(DENSE), "sparse": torch.tensor(SPARSE), "colbert": torch.tensor(COLBERT)}
 
 
-def by_hand(tau=0.5, w=(1.0, 0.3, 1.0), lam=(1.0, 0.1, 1.0), distill=True, sd_tau=None):
-    sd_tau = sd_tau or tau
+def by_hand(tau=0.5, w=(1.0, 0.3, 1.0), lam=(1.0, 0.1, 1.0), distill=True, sd_tau=None, sd_lam=None):
+    sd_tau, sd_lam = sd_tau or tau, sd_lam or lam
     modes = {"dense": DENSE, "sparse": SPARSE, "colbert": COLBERT}
     per = {m: sum(ce(s[i], TARGET[i], tau) for i in range(2)) / 2 for m, s in modes.items()}
     ens = [
@@ -49,7 +49,9 @@ def by_hand(tau=0.5, w=(1.0, 0.3, 1.0), lam=(1.0, 0.1, 1.0), distill=True, sd_ta
     if distill:
         teachers = [softmax(ens[i], sd_tau) for i in range(2)]
         sd = {m: sum(soft_ce(s[i], teachers[i], sd_tau) for i in range(2)) / 2 for m, s in modes.items()}
-        per["self_distill"] = (lam[0] * sd["dense"] + lam[1] * sd["sparse"] + lam[2] * sd["colbert"]) / 3
+        per["self_distill"] = (
+            sd_lam[0] * sd["dense"] + sd_lam[1] * sd["sparse"] + sd_lam[2] * sd["colbert"]
+        ) / 3
         total = (total + per["self_distill"]) / 2
     per["loss"] = total
     return per
@@ -69,6 +71,15 @@ def test_a_softer_self_distillation_temperature_matches_hand_computation():
     for k, v in expected.items():
         assert float(parts[k]) == pytest.approx(v, rel=1e-5), k
     assert float(parts["self_distill"]) != pytest.approx(by_hand()["self_distill"], rel=1e-3)
+
+
+def test_self_distillation_weights_of_their_own_match_hand_computation():
+    parts = M3Loss(temperature=0.5, self_distill_weights=(1.0, 1.0, 0.5))(
+        scores(), torch.tensor(TARGET), step=0
+    )
+    for k, v in by_hand(sd_lam=(1.0, 1.0, 0.5)).items():
+        assert float(parts[k]) == pytest.approx(v, rel=1e-5), k
+    assert float(parts["dense"]) == pytest.approx(by_hand()["dense"], rel=1e-5)  # L keeps mode_weights
 
 
 def test_self_distillation_warm_up_switch():

@@ -46,6 +46,9 @@ class TrainConfig(BaseModel):
     self_distill: bool = True
     self_distill_start_step: int = Field(0, ge=0)
     teacher_temperature: float = Field(1.0, gt=0)
+    self_distill_weights: tuple[float, float, float] | None = Field(
+        None, description="weights of the self-distillation terms per mode; None: mode_weights"
+    )
     self_distill_temperature: float | None = Field(
         None, gt=0, description="T of the self-distillation softmaxes; None: temperature (the paper's)"
     )

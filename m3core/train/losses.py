@@ -63,6 +63,9 @@ class M3Loss(nn.Module):
             the loss is just L_dense.
         teacher_temperature: softmax temperature of external teacher scores (`pos_scores`/`neg_scores`).
         self_distill_temperature: T of L' (teacher and student); None: τ (the paper's).
+        self_distill_weights: (λ'_dense, λ'_sparse, λ'_colbert) of L''s terms; None: `mode_weights` (the paper's).
+            The heads' own parameters are trained by Adam, which is blind to a loss's scale, so what a weight
+            changes for a head is the mix of hard labels (L) and the teacher (L') it learns from.
     """
 
     def __init__(
@@ -75,6 +78,7 @@ class M3Loss(nn.Module):
         modes: Sequence[str] = MODES,
         teacher_temperature: float = 1.0,
         self_distill_temperature: float | None = None,
+        self_distill_weights: Sequence[float] | None = None,
     ):
         super().__init__()
         if temperature <= 0 or teacher_temperature <= 0:
@@ -87,6 +91,13 @@ class M3Loss(nn.Module):
         self.temperature = temperature
         self.ensemble_weights = dict(zip(MODES, ensemble_weights, strict=True))
         self.mode_weights = dict(zip(MODES, mode_weights, strict=True))
+        if self_distill_weights is not None and len(self_distill_weights) != 3:
+            raise ValueError("self_distill_weights takes three values: (dense, sparse, colbert)")
+        self.self_distill_weights = (
+            self.mode_weights
+            if self_distill_weights is None
+            else dict(zip(MODES, self_distill_weights, strict=True))
+        )
         self.self_distill = self_distill
         self.self_distill_start_step = self_distill_start_step
         self.modes = tuple(m for m in MODES if m in modes)
@@ -163,7 +174,8 @@ class M3Loss(nn.Module):
         if self.self_distill and step >= self.self_distill_start_step:
             t = self.self_distill_temperature
             teacher = torch.softmax(ensemble.detach() / t, dim=-1)
-            distill = sum(lam[m] * soft_cross_entropy(scores[m], teacher, t) for m in self.modes) / 3
+            lam_sd = self.self_distill_weights
+            distill = sum(lam_sd[m] * soft_cross_entropy(scores[m], teacher, t) for m in self.modes) / 3
             parts["self_distill"] = distill
             loss = (loss + distill) / 2
         parts["loss"] = loss

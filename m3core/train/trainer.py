@@ -244,6 +244,7 @@ class Trainer:
             cfg.modes,
             cfg.teacher_temperature,
             cfg.self_distill_temperature,
+            cfg.self_distill_weights,
         )
         self.optimizer = torch.optim.AdamW(self._param_groups(), lr=cfg.learning_rate)
         self.scheduler = get_linear_schedule_with_warmup(
