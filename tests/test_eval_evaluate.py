@@ -14,20 +14,7 @@ from m3core.evaluation.bm25 import BM25Index, tokenize
 
 
 def _make_sets(root):
-    raw = textgen.retrieval_pairs(48, seed=2)
-    by_lang: dict[str, list[dict]] = {}
-    for e in raw:
-        by_lang.setdefault(e["lang"], []).append(e)
-    for lang in ("en", "zh"):
-        exs = by_lang[lang]
-        corpus = {f"d{i}": e["pos"][0] for i, e in enumerate(exs)} | {
-            f"n{i}": e["neg"][0] for i, e in enumerate(exs)
-        }
-        queries = {f"q{i}": e["query"] for i, e in enumerate(exs)}
-        qrels = {f"q{i}": {f"d{i}": 1} for i in range(len(exs))}
-        meta = {"lang": lang, "query_lang": lang, "corpus_lang": lang, "kind": "monolingual"}
-        write_eval_set(root / f"toy-{lang}", EvalSet(f"toy-{lang}", corpus, queries, qrels, meta))
-    return root
+    return textgen.write_toy_eval_sets(root, ("en", "zh"), n_topics=48, seed=2)
 
 
 def test_bm25_tokenizer_and_baseline():

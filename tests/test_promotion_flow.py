@@ -16,7 +16,7 @@ import pytest
 import textgen
 import torch
 
-from m3core.evaluation import EvalConfig, EvalSet, evaluate, load_eval_sets, write_eval_set
+from m3core.evaluation import EvalConfig, evaluate, load_eval_sets
 
 NAME = "m3-flow"
 MODES = ["dense", "sparse", "colbert", "dense+sparse", "all"]
@@ -25,19 +25,7 @@ METRIC = "average.all.ndcg@10"
 
 def write_sets(root, langs):
     """One monolingual BEIR set per language from the seeded generator (keyword queries, topic passages)."""
-    by_lang: dict[str, list[dict]] = {}
-    for e in textgen.retrieval_pairs(72, seed=3):
-        by_lang.setdefault(e["lang"], []).append(e)
-    for lang in langs:
-        exs = by_lang[lang]
-        corpus = {f"d{i}": e["pos"][0] for i, e in enumerate(exs)} | {
-            f"n{i}": e["neg"][0] for i, e in enumerate(exs)
-        }
-        queries = {f"q{i}": e["query"] for i, e in enumerate(exs)}
-        qrels = {f"q{i}": {f"d{i}": 1} for i in range(len(exs))}
-        meta = {"lang": lang, "query_lang": lang, "corpus_lang": lang, "kind": "monolingual"}
-        write_eval_set(root / f"toy-{lang}", EvalSet(f"toy-{lang}", corpus, queries, qrels, meta))
-    return root
+    return textgen.write_toy_eval_sets(root, langs, n_topics=72, seed=3)
 
 
 @pytest.fixture(scope="module")

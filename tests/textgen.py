@@ -193,3 +193,23 @@ def tiny_train_config(model, output_dir, data, **overrides):
         "query_max_length": 16, "passage_max_length": 64,
     }  # fmt: skip
     return TrainConfig(**{**base, **overrides})
+
+
+def write_toy_eval_sets(root, langs, n_topics: int, seed: int):
+    """One monolingual BEIR set `toy-<lang>` per language under `root`, from `retrieval_pairs` (keyword queries,
+    topic passages; each query's positive judged relevant, its negative in the corpus too); returns `root`."""
+    from m3core.evaluation import EvalSet, write_eval_set
+
+    by_lang: dict[str, list[dict]] = {}
+    for e in retrieval_pairs(n_topics, seed=seed):
+        by_lang.setdefault(e["lang"], []).append(e)
+    for lang in langs:
+        exs = by_lang[lang]
+        corpus = {f"d{i}": e["pos"][0] for i, e in enumerate(exs)} | {
+            f"n{i}": e["neg"][0] for i, e in enumerate(exs)
+        }
+        queries = {f"q{i}": e["query"] for i, e in enumerate(exs)}
+        qrels = {f"q{i}": {f"d{i}": 1} for i in range(len(exs))}
+        meta = {"lang": lang, "query_lang": lang, "corpus_lang": lang, "kind": "monolingual"}
+        write_eval_set(root / f"toy-{lang}", EvalSet(f"toy-{lang}", corpus, queries, qrels, meta))
+    return root
