@@ -35,9 +35,10 @@ def _embedder(model: str, params: EvalParams):
     return M3Embedder(model, show_progress=False, batch_size=params.batch_size)
 
 
-# Keyed by model, eval set and parameters, not by where the files go: a scheduled retrain re-scores an unchanged
-# base model (or champion) from the cache; the caller writes the report files into its run's directory.
-@task(cache_policy=(INPUTS - "out_dir") + TASK_SOURCE, persist_result=True)
+# Keyed by the model's and the eval sets' content fingerprints and the parameters, not by paths: each retrain
+# exports its eval sets into its own run directory, and a scheduled retrain re-scores an unchanged base model
+# (or champion) from the cache; the caller writes the report files into its run's directory.
+@task(cache_policy=(INPUTS - "out_dir" - "eval_dir") + TASK_SOURCE, persist_result=True)
 def evaluate_model(
     model: str,
     model_fingerprint: str,
