@@ -1,9 +1,13 @@
-"""Helpers for tests that start processes: a free loopback port, a 2-process torchrun command line."""
+"""Helpers for tests that start processes: a free loopback port, a 2-process torchrun command line, a platform
+home under a real temporary Prefect API."""
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import sys
+from collections.abc import Iterator
+from pathlib import Path
 
 
 def free_port() -> int:
@@ -16,3 +20,22 @@ def torchrun(*args: str, nproc: int = 2) -> list[str]:
     """`python -m torch.distributed.run` on 127.0.0.1 with `nproc` processes, then `args`."""
     return [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc), "--master_addr",
             "127.0.0.1", "--master_port", str(free_port()), *args]  # fmt: skip
+
+
+@contextlib.contextmanager
+def platform_home(home: Path) -> Iterator[Path]:
+    """`home` as the platform home (M3_HOME, its MLflow SQLite store, its Prefect home) while a temporary Prefect
+    API server runs (`prefect_test_harness`); the environment is restored afterwards."""
+    import pytest
+    from prefect.testing.utilities import prefect_test_harness
+
+    mp = pytest.MonkeyPatch()
+    mp.setenv("M3_HOME", str(home))
+    mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{home / 'mlflow.db'}")
+    mp.setenv("PREFECT_HOME", str(home / "prefect"))
+    mp.delenv("MLFLOW_EXPERIMENT_NAME", raising=False)  # the flows set it; undo() removes it again
+    try:
+        with prefect_test_harness(server_startup_timeout=120):
+            yield home
+    finally:
+        mp.undo()

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import mlflow
 import pytest
+from procs import platform_home
 
 pytestmark = pytest.mark.skipif(
     len(glob.glob("/usr/share/man/de/man1/*")) < 100 or len(glob.glob("/usr/share/man/fr/man1/*")) < 100,
@@ -22,16 +23,8 @@ pytestmark = pytest.mark.skipif(
 
 @pytest.fixture(scope="module")
 def harness(tmp_path_factory):
-    home = tmp_path_factory.mktemp("m3home")
-    mp = pytest.MonkeyPatch()
-    mp.setenv("M3_HOME", str(home))
-    mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{home / 'mlflow.db'}")
-    mp.setenv("PREFECT_HOME", str(home / "prefect"))
-    from prefect.testing.utilities import prefect_test_harness
-
-    with prefect_test_harness(server_startup_timeout=120):
+    with platform_home(tmp_path_factory.mktemp("m3home")) as home:
         yield home
-    mp.undo()
 
 
 def small_params(run_name: str):

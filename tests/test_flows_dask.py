@@ -6,19 +6,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import textgen
+from procs import platform_home
 
 
 @pytest.fixture(scope="module")
 def harness(tmp_path_factory):
-    home = tmp_path_factory.mktemp("m3home-dask")
-    mp = pytest.MonkeyPatch()
-    mp.setenv("M3_HOME", str(home))
-    mp.setenv("PREFECT_HOME", str(home / "prefect"))
-    from prefect.testing.utilities import prefect_test_harness
-
-    with prefect_test_harness(server_startup_timeout=120):
+    with platform_home(tmp_path_factory.mktemp("m3home-dask")) as home:
         yield home
-    mp.undo()
 
 
 def test_sharded_encoding_on_dask_equals_one_process(harness, tiny_model_dir, tmp_path):

@@ -15,6 +15,7 @@ import mlflow
 import pytest
 import textgen
 import torch
+from procs import platform_home
 
 from m3core.evaluation import EvalConfig, evaluate, load_eval_sets
 
@@ -30,17 +31,8 @@ def write_sets(root, langs):
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
-    home = tmp_path_factory.mktemp("m3home-promotion")
-    mp = pytest.MonkeyPatch()
-    mp.setenv("M3_HOME", str(home))
-    mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{home / 'mlflow.db'}")
-    mp.setenv("PREFECT_HOME", str(home / "prefect"))
-    mp.delenv("MLFLOW_EXPERIMENT_NAME", raising=False)  # the flow sets it; undo() removes it again
-    from prefect.testing.utilities import prefect_test_harness
-
-    with prefect_test_harness(server_startup_timeout=120):
+    with platform_home(tmp_path_factory.mktemp("m3home-promotion")) as home:
         yield home
-    mp.undo()
 
 
 @pytest.fixture(scope="module")
