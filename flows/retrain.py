@@ -47,7 +47,7 @@ def export(
             wh, out_dir / "train", langs=languages or None, max_per_language=max_per_language
         )
         sets = export_eval_sets(wh, out_dir / "eval", langs=languages or None, max_queries=max_queries)
-        # The dev split is small (5% of pages): sets with a few queries still help choose three weights.
+        # The dev split is small (10 % of pages): sets with a few queries still help choose three weights.
         dev = export_eval_sets(
             wh,
             out_dir / "dev",

@@ -37,7 +37,7 @@ METRIC = "ndcg@10"
 DENSE_GRID = (0.25, 0.5, 1.0)
 SPARSE_GRID = (0.1, 0.3, 0.5, 1.0)
 COLBERT_GRID = (0.25, 0.5, 1.0, 2.0)
-PAPER_SHORT: Weights = (1.0, 0.3, 1.0)
+PAPER_SHORT: Weights = PRESETS["short"]
 
 
 def default_grid() -> list[Weights]:
