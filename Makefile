@@ -31,10 +31,10 @@ $(STAMP): pyproject.toml scripts/system-packages.sh scripts/dev-tools.sh scripts
 	touch $(STAMP)
 
 run: setup
-	$(PY) -m flows.retrain
+	$(VENV)/bin/m3 retrain
 
 run-quick: setup
-	$(PY) -m flows.retrain --quick
+	$(VENV)/bin/m3 retrain --quick
 
 test: setup
 	$(PY) -m pytest -q -m "$(PYTEST_MARKS)"
@@ -44,7 +44,7 @@ test-all: setup
 	$(PY) -m pytest -q -m ''
 
 lint: setup
-	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
+	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check . && $(VENV)/bin/lint-imports
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

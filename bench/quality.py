@@ -48,11 +48,10 @@ KINDS = ("monolingual", "cross-lingual")
 def params_for(args: argparse.Namespace, self_distill: bool):
     """The embedded default's RetrainParams, as `make run` uses them, with this bench's own names."""
     from flows.params import RetrainParams
-    from flows.retrain import quick
 
     p = RetrainParams()
     if args.quick:
-        p = quick(p)
+        p = p.quick()
     p.run_name = "quality-sd" if self_distill else "quality-nosd"
     p.registry.model_name = "m3-quality" if self_distill else "m3-quality-nosd"
     p.negatives.interim_alias = None  # both runs mine with the base model: the same negatives

@@ -145,8 +145,6 @@ class RetrainParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    model_config = ConfigDict(extra="forbid")
-
     run_name: str | None = Field(None, description="working-directory name (default: a timestamp)")
     mine: MineParams = Field(default_factory=MineParams)
     synth: SynthParams = Field(default_factory=SynthParams)
@@ -156,3 +154,14 @@ class RetrainParams(BaseModel):
     registry: RegisterParams = Field(default_factory=RegisterParams)
     train_languages: list[str] = Field(default_factory=list, description="empty: all")
     max_train_per_language: int | None = Field(60, description="training queries per kind and language pair")
+
+    def quick(self) -> RetrainParams:
+        """A run of a few minutes (`m3 retrain --quick`): three languages, few steps, few queries (smoke runs)."""
+        p = self.model_copy(deep=True)
+        p.mine.manpage_languages = p.mine.manpage_languages or ["en", "de", "fr"]
+        p.mine.max_catalogs_per_language, p.mine.max_per_language = 1, 120
+        p.synth.per_language, p.synth.max_requests = 1, 4
+        p.train.overrides.max_steps, p.train.overrides.self_distill_start_step = 20, 5
+        p.eval.max_queries = 30
+        p.train_languages = p.train_languages or ["en", "de", "fr"]
+        return p

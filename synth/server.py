@@ -10,7 +10,6 @@ models, which ship inside PyPI packages; this module finds a model file at run t
 
 from __future__ import annotations
 
-import argparse
 import importlib
 import importlib.util
 import logging
@@ -212,21 +211,12 @@ class LocalLLMServer:
         self.stop()
 
 
-def main(argv: list[str] | None = None) -> int:
-    """`python -m synth.server --list`: show the local models and where their files are."""
-    parser = argparse.ArgumentParser(prog="python -m synth.server")
-    parser.add_argument("--list", action="store_true", help="list known local models and their files")
-    args = parser.parse_args(argv)
-    if args.list:
-        print(f"llama-cpp-python[server]: {'installed' if server_available() else 'MISSING'}")
-        for name, spec in MODELS.items():
-            try:
-                where = str(model_path(name))
-            except (FileNotFoundError, ValueError) as err:
-                where = f"unavailable: {err}"
-            print(f"{name}{' (default)' if name == DEFAULT_MODEL else ''}: {spec.description}\n    {where}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+def print_models() -> None:
+    """What `m3 llm list` prints: whether the server is installed, and each known model and where its file is."""
+    print(f"llama-cpp-python[server]: {'installed' if server_available() else 'MISSING'}")
+    for name, spec in MODELS.items():
+        try:
+            where = str(model_path(name))
+        except (FileNotFoundError, ValueError) as err:
+            where = f"unavailable: {err}"
+        print(f"{name}{' (default)' if name == DEFAULT_MODEL else ''}: {spec.description}\n    {where}")

@@ -1,4 +1,8 @@
-"""Where training metrics go: a small callback interface (MLflow is one implementation, in `registry/`)."""
+"""Where training metrics go: a small callback interface, and the reporters that `report_to` names.
+
+A reporter is a `TrainerCallback` class an installed package contributes through the entry-point group
+`m3.reporters` (`registry` contributes `mlflow`, see `pyproject.toml`), so the library never imports it.
+"""
 
 from __future__ import annotations
 
@@ -37,14 +41,23 @@ class JsonlLogger(TrainerCallback):
             fh.write(json.dumps({"step": step, **metrics}) + "\n")
 
 
+REPORTER_GROUP = "m3.reporters"
+
+
+def installed_reporters() -> dict:
+    """Reporter name → entry point, for every installed package that contributes one."""
+    from importlib.metadata import entry_points
+
+    return {ep.name: ep for ep in entry_points(group=REPORTER_GROUP)}
+
+
 def callbacks_for(report_to: list[str]) -> list[TrainerCallback]:
-    """Reporters named in the config, imported only when asked for (m3core does not need mlflow)."""
+    """One callback per reporter named in the config, loaded from the `m3.reporters` entry points."""
+    available = installed_reporters()
     out: list[TrainerCallback] = []
     for name in report_to:
-        if name == "mlflow":
-            from registry.mlflow_callback import MLflowCallback
-
-            out.append(MLflowCallback())
-        else:
-            raise ValueError(f"unknown report_to {name!r}: expected 'mlflow'")
+        if name not in available:
+            known = ", ".join(sorted(available)) or "none installed"
+            raise ValueError(f"report_to: unknown reporter {name!r} (installed: {known})")
+        out.append(available[name].load()())
     return out

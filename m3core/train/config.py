@@ -84,8 +84,21 @@ class TrainConfig(BaseModel):
     logging_steps: int = Field(10, ge=1)
     save_steps: int | None = Field(None, ge=1)
     save_total_limit: int | None = Field(2, ge=1)
-    report_to: list[Literal["mlflow"]] = Field(default_factory=list)
+    report_to: list[str] = Field(
+        default_factory=list, description="reporters (entry points `m3.reporters`, e.g. mlflow from registry)"
+    )
     show_progress: bool = True
+
+    @field_validator("report_to")
+    @classmethod
+    def _reporters(cls, v: list[str]) -> list[str]:
+        from m3core.train.callbacks import REPORTER_GROUP, installed_reporters
+
+        unknown = [name for name in v if name not in installed_reporters()]
+        if unknown:
+            known = ", ".join(sorted(installed_reporters())) or "none installed"
+            raise ValueError(f"report_to: unknown {unknown} (group {REPORTER_GROUP}: {known})")
+        return v
 
     @field_validator("bucket_edges")
     @classmethod

@@ -1,10 +1,14 @@
-"""Process-group set-up around `Trainer`, shared by `m3 train` and `python -m m3core.train` (torchrun)."""
+"""Process-group set-up around `Trainer`, and the torchrun launch: what `m3 train` and the `train` flow call."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 from m3core.train.config import TrainConfig
 
@@ -30,6 +34,34 @@ def run_training(config: TrainConfig, resume_from=None, callbacks=None) -> dict:
     finally:
         if started_group:
             dist.destroy_process_group()
+
+
+def launch_torchrun(config: TrainConfig, nproc: int, resume_from: str | None = None) -> dict:
+    """Train under `torchrun --standalone` with `nproc` processes on this machine (NCCL on GPUs, gloo on CPU).
+
+    The config is saved next to the model (`launch_config.yaml`) and every rank reads it; returns rank 0's
+    `train_summary.json`. A failed rank raises `CalledProcessError` (torchrun stops the others).
+    """
+    out = Path(config.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    config_path = out / "launch_config.yaml"
+    config.save(config_path)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc)]
+    cmd += ["-m", "m3core.train", "--config", str(config_path)]
+    if resume_from:
+        cmd += ["--resume", str(resume_from)]
+    logger.info("launching %s", " ".join(cmd))
+    subprocess.run(cmd, check=True, env=os.environ.copy())
+    return json.loads((out / "train_summary.json").read_text())
+
+
+def train_with(config: TrainConfig, nproc: int | None = None, resume_from=None, callbacks=None) -> dict:
+    """Train in this process (`nproc` None or 1, or already under torchrun), else launch torchrun."""
+    if nproc and nproc > 1 and "WORLD_SIZE" not in os.environ:
+        if callbacks:
+            raise ValueError("callbacks cannot cross into torchrun's processes: use report_to in the config")
+        return launch_torchrun(config, nproc, resume_from)
+    return run_training(config, resume_from=resume_from, callbacks=callbacks)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -25,7 +25,8 @@ def run(args: argparse.Namespace) -> int:
     from synth.config import DEFAULT_LOCAL_PORT
 
     if args.llm_command == "list":
-        return server.main(["--list"])
+        server.print_models()
+        return 0
     srv = server.LocalLLMServer(
         args.model or server.DEFAULT_MODEL,
         port=args.port or DEFAULT_LOCAL_PORT,
