@@ -16,18 +16,12 @@ from flows.settings import configure_environment, fingerprint
 
 @task(retries=1, retry_delay_seconds=[30])
 def resolve_interim_model(model_name: str, alias: str | None, fallback: str) -> str:
-    """The checkpoint directory of `models:/<model_name>@<alias>`, or `fallback` when there is none."""
-    from registry.aliases import checkpoint_for_alias
+    """`registry.aliases.model_for_alias`: the checkpoint of `models:/<model_name>@<alias>`, else `fallback`."""
+    from registry.aliases import model_for_alias
 
-    log = get_run_logger()
-    if not alias:
-        return fallback
-    checkpoint = checkpoint_for_alias(model_name, alias)
-    if checkpoint is None:
-        log.info("no %s@%s in the registry: mining with %s", model_name, alias, fallback)
-        return fallback
-    log.info("mining with %s@%s (%s)", model_name, alias, checkpoint)
-    return str(checkpoint)
+    model = model_for_alias(model_name, alias, fallback)
+    get_run_logger().info("mining negatives with %s", model if model == fallback else f"{model_name}@{alias}")
+    return model
 
 
 @task(cache_policy=INPUTS + TASK_SOURCE, persist_result=True)

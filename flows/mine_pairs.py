@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 
@@ -11,48 +9,16 @@ from flows.params import MineParams
 from flows.settings import configure_environment, warehouse_path
 
 
-def _sources(params: MineParams) -> list:
-    from m3core.data.sources.files import FieldMap, JsonlSource, RowMapper
-    from m3core.data.sources.gettext import GettextSource
-    from m3core.data.sources.manpages import ManPageSource
-
-    sources: list = []
-    if params.gettext:
-        sources.append(
-            GettextSource(
-                tuple(params.gettext_globs), max_catalogs_per_language=params.max_catalogs_per_language
-            )
-        )
-    if params.jsonl:
-        sources.append(
-            JsonlSource(
-                [Path(p) for p in params.jsonl],
-                RowMapper("jsonl", FieldMap.parse(None), None, "question-answer"),
-            )
-        )
-    if params.manpages:
-        langs = tuple(params.manpage_languages) or None
-        sources.append(
-            ManPageSource(Path(params.manpage_root), langs=langs, max_per_language=params.max_per_language)
-        )
-    if not sources:
-        raise ValueError("mine_pairs: no source enabled (gettext, manpages or jsonl)")
-    return sources
-
-
 @task(retries=2, retry_delay_seconds=[10, 60])  # the warehouse may be busy with another writer
 def ingest(params: MineParams, warehouse: str) -> dict:
-    from m3core.data.pipeline import MineConfig, mine
+    """`m3core.data.pipeline.mine_sources` (`m3 mine`) into the warehouse, then its counts."""
+    from m3core.data.pipeline import mine_sources
     from m3core.data.report import warehouse_counts
     from m3core.data.warehouse import Warehouse
 
     log = get_run_logger()
     with Warehouse(warehouse) as wh:
-        summary = mine(
-            _sources(params),
-            wh,
-            MineConfig(workers=params.workers, max_per_language=params.max_per_language, progress=False),
-        )
+        summary = mine_sources(params.sources(), wh, workers=params.workers, progress=False)
         counts = warehouse_counts(wh)
     totals = dict(summary.totals())
     log.info("mining run %s: %s in %.0f s", summary.run_id, totals, summary.seconds)

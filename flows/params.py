@@ -6,25 +6,25 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from m3core.builder import ScratchShape
+from m3core.data.sources.spec import SourcesSpec
 from m3core.modes import MODES, Mode
 from m3core.train.recipes import TrainOverrides, recipe_for
 
 EMBEDDED_LANGUAGES = ("en", "de", "fr", "es", "ru", "ja", "zh-CN", "pl")
 
 
-class MineParams(BaseModel):
-    """Which real data to mine into the warehouse."""
-
-    model_config = ConfigDict(extra="forbid")
+class MineParams(SourcesSpec):
+    """Which real data to mine into the warehouse: the library's `SourcesSpec` (what `m3 mine` flags set), with
+    the embedded default's choices, plus the run's switches."""
 
     enabled: bool = Field(True, description="off: use the warehouse as it is")
+    workers: int = Field(2, ge=1)
     gettext: bool = Field(True, description="gettext catalogs (translation pairs)")
-    gettext_globs: list[str] = Field(default_factory=lambda: ["/usr/share/locale/*/LC_MESSAGES/*.mo"])
     max_catalogs_per_language: int | None = Field(
         2, ge=1, description="sample catalogs per language (None: all)"
     )
     manpages: bool = Field(True, description="translated man pages (long documents, title→body pairs)")
-    manpage_root: str = "/usr/share/man"
     # The embedded default: eight languages of several scripts whose man pages Debian ships in numbers, so the
     # held-out sets (monolingual and X→en) have enough queries, and every evaluation corpus is encoded whole
     # within the run's time budget on two cores. Empty: every installed language.
@@ -34,8 +34,10 @@ class MineParams(BaseModel):
     max_per_language: int | None = Field(
         300, ge=1, description="new pairs per source and language pair (None: all)"
     )
-    jsonl: list[str] = Field(default_factory=list, description="extra JSONL files of pairs or documents")
-    workers: int = Field(2, ge=1)
+
+    def sources(self) -> SourcesSpec:
+        """The library spec alone (without the run's switches)."""
+        return SourcesSpec(**self.model_dump(exclude={"enabled", "workers"}))
 
 
 class SynthParams(BaseModel):
@@ -75,14 +77,8 @@ class NegativesParams(BaseModel):
     )
 
 
-class ScratchModelParams(BaseModel):
-    """Shape of the small model built from scratch when `backbone` is `scratch` (tests, pipeline checks)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    hidden_size: int = Field(128, ge=8)
-    num_layers: int = Field(2, ge=1)
-    vocab_size: int = Field(8000, ge=100, description="tokenizer vocabulary trained on warehouse text")
+# Deprecated name (one release): the scratch shape is the library's own type.
+ScratchModelParams = ScratchShape
 
 
 def _embedded_overrides() -> TrainOverrides:
@@ -104,7 +100,7 @@ class TrainParams(BaseModel):
     recipe: Literal["auto", "finetune", "scratch"] = Field(
         "auto", description="auto: scratch for backbone 'scratch', finetune for anything pretrained"
     )
-    scratch: ScratchModelParams = Field(default_factory=ScratchModelParams)
+    scratch: ScratchShape = Field(default_factory=ScratchShape)
     overrides: TrainOverrides = Field(  # type: ignore[valid-type]
         default_factory=_embedded_overrides, description="TrainConfig fields over the recipe's values"
     )

@@ -36,37 +36,19 @@ def export(
     max_queries: int | None,
     dev_max_queries: int | None,
 ) -> dict:
-    """Training JSONL (train split), BEIR eval sets (test split) and dev sets (dev split) from the warehouse."""
-    from m3core.data.export import export_eval_sets, export_training
+    """`m3core.data.export.export_run` (`m3 export run`): training JSONL, held-out and dev BEIR sets."""
+    from m3core.data.export import export_run
     from m3core.data.warehouse import Warehouse
 
-    out_dir = Path(out)
     with Warehouse(warehouse, read_only=True) as wh:
-        lines = export_training(
-            wh, out_dir / "train", langs=languages or None, max_per_language=max_per_language
-        )
-        sets = export_eval_sets(wh, out_dir / "eval", langs=languages or None, max_queries=max_queries)
-        # The dev split is small (10 % of pages): sets with a few queries still help choose three weights.
-        dev = export_eval_sets(
+        return export_run(
             wh,
-            out_dir / "dev",
-            which="dev",
+            Path(out),
             langs=languages or None,
-            max_queries=dev_max_queries,
-            min_queries=5,
+            max_per_language=max_per_language,
+            max_queries=max_queries,
+            dev_max_queries=dev_max_queries,
         )
-        snapshot = wh.con.execute("SELECT count(*), max(created_at) FROM pairs").fetchone()
-    if not sets:
-        raise ValueError("the warehouse gave no evaluation set: mine more man pages (or lower min_queries)")
-    return {
-        "train_file": str(out_dir / "train" / "train.jsonl"),
-        "train_lines": {k: sum(v.values()) for k, v in lines.items()},
-        "eval_dir": str(out_dir / "eval"),
-        "eval_sets": [s["name"] for s in sets],
-        "dev_dir": str(out_dir / "dev") if dev else None,
-        "dev_sets": [s["name"] for s in dev],
-        "data_snapshot": f"pairs={snapshot[0]}@{snapshot[1]}",
-    }
 
 
 @task(cache_policy=INPUTS + TASK_SOURCE, persist_result=True)
@@ -77,30 +59,9 @@ def base_model(params: TrainParams, warehouse: str, data_snapshot: str, out: str
     Cached by the data snapshot: a rerun on unchanged data reuses the same base model (and so its cached
     negatives and evaluation).
     """
-    if params.backbone != "scratch":
-        from m3core.backbones import resolve_backbone
+    from m3core.backbones import prepare_base_model
 
-        return resolve_backbone(params.backbone)
-    from m3core import TinyModelSpec, build_tiny_model
-    from m3core.data.warehouse import Warehouse
-
-    with Warehouse(warehouse, read_only=True) as wh:
-        texts = wh.sample_texts(20000)
-    spec = params.scratch
-    return str(
-        build_tiny_model(
-            out,
-            texts,
-            TinyModelSpec(
-                vocab_size=spec.vocab_size,
-                hidden_size=spec.hidden_size,
-                num_layers=spec.num_layers,
-                num_heads=max(1, spec.hidden_size // 32),
-                intermediate_size=4 * spec.hidden_size,
-                max_tokens=512,
-            ),
-        )
-    )
+    return prepare_base_model(params.backbone, out, warehouse=warehouse, scratch=params.scratch)
 
 
 def train_config(params: TrainParams, model: str, data: str, out: str) -> TrainConfig:
@@ -228,7 +189,9 @@ def quick(params: RetrainParams) -> RetrainParams:
     """Deprecated alias of `RetrainParams.quick()` (kept for one release)."""
     import warnings
 
-    warnings.warn("flows.retrain.quick is deprecated: use RetrainParams.quick()", DeprecationWarning, stacklevel=2)
+    warnings.warn(
+        "flows.retrain.quick is deprecated: use RetrainParams.quick()", DeprecationWarning, stacklevel=2
+    )
     return params.quick()
 
 

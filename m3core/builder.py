@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from pydantic import BaseModel, ConfigDict, Field
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 from transformers import PreTrainedTokenizerFast, XLMRobertaConfig, XLMRobertaModel
 
@@ -75,6 +76,27 @@ def train_tokenizer(
         single="<s> $A </s>", pair="<s> $A </s> </s> $B </s>", special_tokens=[("<s>", bos), ("</s>", eos)]
     )
     return xlmr_tokenizer(tok, max_tokens)
+
+
+class ScratchShape(BaseModel):
+    """The shape of the small model a run builds from scratch (backbone `scratch`: tests, pipeline checks); the
+    rest of the `TinyModelSpec` follows from it (heads of 32 dims, FFN 4× hidden, 512 positions)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    hidden_size: int = Field(128, ge=8)
+    num_layers: int = Field(2, ge=1)
+    vocab_size: int = Field(8000, ge=100, description="tokenizer vocabulary trained on warehouse text")
+
+    def spec(self) -> TinyModelSpec:
+        return TinyModelSpec(
+            vocab_size=self.vocab_size,
+            hidden_size=self.hidden_size,
+            num_layers=self.num_layers,
+            num_heads=max(1, self.hidden_size // 32),
+            intermediate_size=4 * self.hidden_size,
+            max_tokens=512,
+        )
 
 
 def build_tiny_model(

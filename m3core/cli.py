@@ -38,7 +38,9 @@ def command_modules() -> dict[str, str]:
     out = dict(COMMANDS)
     for ep in sorted(entry_points(group=COMMAND_GROUP), key=lambda e: e.name):
         if ep.name in out and out[ep.name] != ep.value:
-            raise RuntimeError(f"entry point {ep.name}={ep.value} clashes with the command from {out[ep.name]}")
+            raise RuntimeError(
+                f"entry point {ep.name}={ep.value} clashes with the command from {out[ep.name]}"
+            )
         out[ep.name] = ep.value
     return out
 

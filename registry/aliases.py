@@ -16,7 +16,7 @@ from mlflow.exceptions import MlflowException
 
 logger = logging.getLogger(__name__)
 
-CHECKPOINT_ARTIFACT = "checkpoint"  # the artifact key of registry.pyfunc.log_m3_model
+CHECKPOINT_ARTIFACT = "checkpoint"  # the artifact key of registry.log_model.log_m3_model
 
 
 def version_for_alias(name: str, alias: str, client: MlflowClient | None = None) -> ModelVersion | None:
@@ -71,3 +71,15 @@ def checkpoint_for_alias(name: str, alias: str, dst: str | Path | None = None) -
     checkpoint = checkpoint_for_version(name, str(mv.version), dst)
     logger.info("%s@%s is version %s: checkpoint %s", name, alias, mv.version, checkpoint)
     return checkpoint
+
+
+def model_for_alias(name: str, alias: str | None, fallback: str, dst: str | Path | None = None) -> str:
+    """The checkpoint directory of `models:/<name>@<alias>`, or `fallback` when `alias` is None/empty or the
+    registry has no such alias (e.g. the interim model for negative mining: the champion, else the base)."""
+    if not alias:
+        return fallback
+    checkpoint = checkpoint_for_alias(name, alias, dst)
+    if checkpoint is None:
+        logger.info("no %s@%s in the registry: using %s", name, alias, fallback)
+        return fallback
+    return str(checkpoint)

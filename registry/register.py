@@ -22,9 +22,9 @@ from mlflow import MlflowClient
 
 from m3core.model import has_trained_heads
 from registry.aliases import version_for_alias
+from registry.log_model import log_m3_model
 from registry.model_card import model_card
 from registry.promotion import BaseReference, Decision, PromotionPolicy, base_reference, decide, metric_value
-from registry.pyfunc import log_m3_model
 
 logger = logging.getLogger(__name__)
 
@@ -219,6 +219,10 @@ def register_and_promote(
         if base_report:
             mlflow.log_dict(base_report, "base_eval_report.json")
         mlflow.log_text(card, "model_card.md")
+        if run_params:  # what produced this version, in full (the retrain's parameters)
+            mlflow.log_dict(run_params, "retrain_params.json")
+        if train_config:
+            mlflow.log_dict(train_config, "train_config.json")
         info = log_m3_model(checkpoint, registered_model_name=name)
     finally:
         if own_run:

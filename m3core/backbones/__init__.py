@@ -308,6 +308,24 @@ def resolve_backbone(name_or_path: str) -> str:
     return name_or_path
 
 
+def prepare_base_model(
+    backbone: str, out_dir: str | os.PathLike, *, warehouse: str | os.PathLike | None = None, scratch=None
+) -> str:
+    """The model a run trains from: `resolve_backbone(backbone)`, or for `scratch` a small model
+    (`m3core.builder.ScratchShape`, default shape if None) whose tokenizer is trained on 20k warehouse texts,
+    saved to `out_dir`. The retrain flow's base-model step."""
+    if backbone != "scratch":
+        return resolve_backbone(backbone)
+    from m3core.builder import ScratchShape, build_tiny_model
+    from m3core.data.warehouse import Warehouse
+
+    with Warehouse(warehouse, read_only=True) as wh:
+        texts = wh.sample_texts(20000)
+    if not texts:
+        raise ValueError(f"{wh.path}: no pairs to train a scratch tokenizer on (run `m3 mine` first)")
+    return str(build_tiny_model(out_dir, texts, (scratch or ScratchShape()).spec()))
+
+
 def _gather_sources(
     spec: BackboneSpec, given: Mapping[str, str | os.PathLike], work: Path
 ) -> tuple[dict[str, Path], list[dict[str, Any]]]:

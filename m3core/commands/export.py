@@ -1,4 +1,5 @@
-"""`m3 export train|eval OUT`: FlagEmbedding training JSONL or BEIR evaluation sets from the warehouse."""
+"""`m3 export train|eval|run OUT`: FlagEmbedding training JSONL, BEIR evaluation sets, or both (+ dev sets) as one
+training run reads them (the retrain flow's export step)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,11 @@ HELP = (
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("what", choices=["train", "eval"], help="train: FlagEmbedding JSONL; eval: BEIR sets")
+    p.add_argument(
+        "what",
+        choices=["train", "eval", "run"],
+        help="train: FlagEmbedding JSONL; eval: BEIR sets; run: train/ + eval/ + dev/ as a retrain reads them",
+    )
     p.add_argument("out", type=Path, help="output directory")
     p.add_argument("--warehouse", type=Path, help="DuckDB file (default: $M3_HOME/warehouse.duckdb)")
     p.add_argument("--langs", help="comma-separated language tags to keep")
@@ -31,13 +36,24 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from m3core.data.export import SplitSpec, export_eval_sets, export_training
+    import json
+
+    from m3core.data.export import SplitSpec, export_eval_sets, export_run, export_training
     from m3core.data.warehouse import Warehouse
 
     langs = [s for s in args.langs.split(",") if s] if args.langs else None
     split = SplitSpec(dev=args.dev, test=args.test)
     with Warehouse(args.warehouse, read_only=True) as wh:
-        if args.what == "train":
+        if args.what == "run":
+            result = export_run(
+                wh,
+                args.out,
+                langs=langs,
+                max_per_language=args.max_per_language,
+                max_queries=args.max_queries,
+            )
+            print(json.dumps(result, indent=2))
+        elif args.what == "train":
             kinds = [k for k in args.kinds.split(",") if k]
             lines = export_training(
                 wh,

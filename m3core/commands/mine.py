@@ -62,55 +62,46 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true")
 
 
+def spec_from_args(args: argparse.Namespace):
+    """The `SourcesSpec` the flags name (the `mine_pairs` flow's parameters carry the same spec)."""
+    from m3core.data.sources.spec import SourcesSpec
+
+    return SourcesSpec(
+        gettext=args.gettext is not None,
+        **({"gettext_globs": list(args.gettext)} if args.gettext else {}),
+        max_catalogs_per_language=args.max_catalogs_per_language,
+        manpages=bool(args.manpages),
+        **({"manpage_root": args.manpages} if args.manpages else {}),
+        manpage_languages=[x for x in (args.langs or "").split(",") if x],
+        english=args.english,
+        max_per_language=args.max_per_language,
+        docs=str(args.docs) if args.docs else None,
+        jsonl=[str(p) for p in args.jsonl or []],
+        parquet=[str(p) for p in args.parquet or []],
+        hf=args.hf,
+        hf_config=args.hf_config,
+        hf_split=args.hf_split,
+        data_files=args.data_files,
+        fields=args.fields,
+        lang=args.lang,
+        kind=args.kind,
+        name=args.name,
+    )
+
+
 def build_sources(args: argparse.Namespace) -> list:
     """The sources the arguments name, in a fixed order (man pages last: cross-lingual derivation)."""
-    from m3core.data.sources.documents import DocumentDirSource
-    from m3core.data.sources.files import FieldMap, JsonlSource, ParquetSource, RowMapper
-    from m3core.data.sources.gettext import DEFAULT_GLOBS, GettextSource
-    from m3core.data.sources.hf import HFDatasetSource
-    from m3core.data.sources.manpages import ManPageSource
-
-    fields = FieldMap.parse(args.fields)
-    sources: list = []
-    if args.gettext is not None:
-        sources.append(
-            GettextSource(
-                tuple(args.gettext) or DEFAULT_GLOBS, max_catalogs_per_language=args.max_catalogs_per_language
-            )
-        )
-    if args.docs:
-        sources.append(DocumentDirSource(args.docs, args.name or "documents", args.lang))
-    if args.jsonl:
-        sources.append(JsonlSource(args.jsonl, RowMapper(args.name or "jsonl", fields, args.lang, args.kind)))
-    if args.parquet:
-        sources.append(
-            ParquetSource(args.parquet, RowMapper(args.name or "parquet", fields, args.lang, args.kind))
-        )
-    if args.hf:
-        mapper = RowMapper(args.name or f"hf:{args.hf}", fields, args.lang, args.kind)
-        sources.append(HFDatasetSource(args.hf, mapper, args.hf_config, args.hf_split, args.data_files))
-    if args.manpages:
-        langs = tuple(args.langs.split(",")) if args.langs else None
-        sources.append(
-            ManPageSource(
-                Path(args.manpages), langs=langs, english=args.english, max_per_language=args.max_per_language
-            )
-        )
-    if not sources:
-        raise ValueError("no source given: use --gettext, --manpages, --docs, --jsonl, --parquet or --hf")
-    return sources
+    return spec_from_args(args).build()
 
 
 def run(args: argparse.Namespace) -> int:
-    from m3core.data.pipeline import MineConfig, mine
+    from m3core.data.pipeline import mine_sources
     from m3core.data.report import print_run_report
     from m3core.data.warehouse import Warehouse
 
-    sources = build_sources(args)
-    cfg = MineConfig(
-        workers=args.workers, max_per_language=args.max_per_language, progress=not args.no_progress
-    )
+    spec = spec_from_args(args)
+    spec.build()  # a flag error before the warehouse is opened
     with Warehouse(args.warehouse) as wh:
-        summary = mine(sources, wh, cfg)
+        summary = mine_sources(spec, wh, workers=args.workers, progress=not args.no_progress)
         print_run_report(wh, summary)
     return 0

@@ -208,3 +208,42 @@ def export_eval_sets(
     (out_dir / "index.json").write_text(json.dumps(index, indent=2, ensure_ascii=False))
     log.info("eval export %s: %d sets", out_dir, len(index))
     return index
+
+
+def export_run(
+    wh: Warehouse,
+    out_dir: Path,
+    *,
+    langs: Sequence[str] | None = None,
+    max_per_language: int | None = None,
+    max_queries: int | None = None,
+    dev_max_queries: int | None = None,
+) -> dict:
+    """Everything one training run reads, under `out_dir`: training JSONL from the train split (`train/`),
+    held-out BEIR sets from the test split (`eval/`) and BEIR sets from the dev split (`dev/`, for choosing the
+    hybrid weights). `m3 export run OUT` and the retrain flow's export step.
+
+    The dev split is small (10 % of pages), so sets with a few queries (>= 5) still count there.
+    Raises ValueError when the warehouse gives no held-out set (nothing to evaluate on).
+    """
+    out_dir = Path(out_dir)
+    lines = export_training(wh, out_dir / "train", langs=langs, max_per_language=max_per_language)
+    sets = export_eval_sets(wh, out_dir / "eval", langs=langs, max_queries=max_queries)
+    dev = export_eval_sets(
+        wh, out_dir / "dev", which="dev", langs=langs, max_queries=dev_max_queries, min_queries=5
+    )
+    if not sets:
+        raise ValueError(
+            f"{wh.path}: the warehouse gave no evaluation set for languages {list(langs or []) or 'any'}: "
+            "mine more man pages"
+        )
+    return {
+        "train_file": str(out_dir / "train" / "train.jsonl"),
+        "train_lines": {k: sum(v.values()) for k, v in lines.items()},
+        "eval_dir": str(out_dir / "eval"),
+        "eval_sets": [s["name"] for s in sets],
+        "dev_dir": str(out_dir / "dev") if dev else None,
+        "dev_sets": [s["name"] for s in dev],
+        "data_snapshot": wh.snapshot(),
+    }
+

@@ -24,6 +24,7 @@ from m3core.data.dedup import NearDuplicateIndex, minhash_signature, near_key
 from m3core.data.langid import LanguageIdentifier
 from m3core.data.records import Document, Pair, Record, Rejected
 from m3core.data.sources import Source
+from m3core.data.sources.spec import SourcesSpec
 from m3core.data.warehouse import Warehouse
 
 log = logging.getLogger(__name__)
@@ -440,6 +441,13 @@ def derive_crosslingual_pairs(wh: Warehouse, source: str = "manpages") -> Iterat
         )
         p.near_key = near_key(p.kind, p.query, p.positive)
         yield p
+
+
+def mine_sources(spec: SourcesSpec, wh: Warehouse, *, workers: int = 2, progress: bool = True) -> RunSummary:
+    """Mine what `spec` names into `wh` (`m3 mine` and the `mine_pairs` flow): its sources, with its
+    per-language cap applied to the run too."""
+    cfg = MineConfig(workers=workers, max_per_language=spec.max_per_language, progress=progress)
+    return mine(spec.build(), wh, cfg)
 
 
 def mine(sources: Sequence[Source], wh: Warehouse, cfg: MineConfig | None = None) -> RunSummary:

@@ -216,6 +216,12 @@ class Warehouse:
         ).fetchall()
         return [r[0] for r in rows]
 
+    def snapshot(self) -> str:
+        """What the warehouse's pairs are now (`pairs=<count>@<latest created_at>`): a cache key for what is
+        derived from them (a base model's tokenizer, a retrain's exports)."""
+        n, latest = self.con.execute("SELECT count(*), max(created_at) FROM pairs").fetchone()
+        return f"pairs={n}@{latest}"
+
     # -- lifecycle --------------------------------------------------------------------------------
     def close(self) -> None:
         """Close the connection (releases the file lock)."""
