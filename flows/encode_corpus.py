@@ -9,33 +9,12 @@ content, so a rerun after a failure encodes only the shards that did not finish)
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import INPUTS, TASK_SOURCE
 
 from flows.settings import configure_environment, fingerprint
-
-
-def read_corpus(path: str) -> list[str]:
-    """One passage per line of a `.txt`, or the `text` (with `title`) of each line of a JSONL/BEIR corpus."""
-    p = Path(path)
-    texts = []
-    with p.open(encoding="utf-8") as fh:
-        for n, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            if p.suffix in (".jsonl", ".json"):
-                row = json.loads(line)
-                if not isinstance(row, dict) or not isinstance(row.get("text"), str):
-                    raise ValueError(f"{p}:{n}: expected an object with a 'text' string")
-                texts.append(f"{row['title']} {row['text']}".strip() if row.get("title") else row["text"])
-            else:
-                texts.append(line.rstrip("\n"))
-    if not texts:
-        raise ValueError(f"{p}: no passages")
-    return texts
 
 
 @task(cache_policy=INPUTS + TASK_SOURCE, persist_result=True, retries=1, retry_delay_seconds=[10])
@@ -52,7 +31,7 @@ def encode_shard(
     out_dir: str,
 ) -> str:
     from m3core import M3Embedder
-    from m3core.retrieval.corpus import encode_texts
+    from m3core.retrieval.corpus import encode_texts, read_corpus
 
     texts = read_corpus(corpus)[start:stop]
     emb = encode_texts(
@@ -106,10 +85,9 @@ def encode_corpus(
     dask_workers: int = 2,
 ) -> str:
     """Encode `corpus` in `shards` pieces on a Dask cluster; returns the merged embeddings directory."""
-    import numpy as np
     from prefect_dask import DaskTaskRunner
 
-    from m3core.retrieval.corpus import Embeddings
+    from m3core.retrieval.corpus import Embeddings, read_corpus
 
     configure_environment()
     outputs = outputs or ["dense", "sparse", "colbert"]
@@ -126,13 +104,8 @@ def encode_corpus(
     paths = encode_shards.with_options(task_runner=runner)(
         model, corpus, bounds, outputs, batch_size, max_length, out_dir
     )
-    parts = [Embeddings.load(p) for p in paths]
-    merged = Embeddings(
-        dense=None if parts[0].dense is None else np.concatenate([p.dense for p in parts]),
-        lexical=None if parts[0].lexical is None else [w for p in parts for w in p.lexical],
-        colbert=None if parts[0].colbert is None else [v for p in parts for v in p.colbert],
-        meta={"model": model, "corpus": corpus, "shards": shards},
-    )
+    meta = {"model": model, "corpus": corpus, "shards": shards}
+    merged = Embeddings.concat([Embeddings.load(p) for p in paths], meta)
     merged.save(Path(out_dir) / "merged")
     get_run_logger().info("encoded %d passages in %d shards into %s", n, shards, Path(out_dir) / "merged")
     return str(Path(out_dir) / "merged")

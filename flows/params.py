@@ -10,6 +10,7 @@ from m3core.builder import ScratchShape
 from m3core.data.sources.spec import SourcesSpec
 from m3core.modes import MODES, Mode
 from m3core.train.recipes import TrainOverrides, recipe_for
+from synth.config import BudgetConfig, SelectionConfig, SynthConfig
 
 EMBEDDED_LANGUAGES = ("en", "de", "fr", "es", "ru", "ja", "zh-CN", "pl")
 
@@ -40,27 +41,29 @@ class MineParams(SourcesSpec):
         return SourcesSpec(**self.model_dump(exclude={"enabled", "workers"}))
 
 
+def _embedded_synth() -> SynthConfig:
+    # The default local model (SmolLM2-135M) was measured to accept 67% in en/es, 33% in fr and 0% in de/ru/ja/zh:
+    # asking it in other languages only spends time. With a real endpoint, set config.selection.languages=[] (all).
+    return SynthConfig(
+        selection=SelectionConfig(languages=["en", "es", "fr"], per_language=4, source="manpages"),
+        budget=BudgetConfig(max_requests=24),
+    )
+
+
 class SynthParams(BaseModel):
-    """Synthetic queries for long documents from an OpenAI-compatible LLM (a local llama.cpp server by default)."""
+    """Synthetic queries for long documents: the library's `SynthConfig` (what `m3 synth generate --config`
+    reads), run against a local llama.cpp server by default or against `config.endpoint`."""
 
     model_config = ConfigDict(extra="forbid")
 
     enabled: bool = True
-    local_server: bool = Field(True, description="start the local llama.cpp server; off: use base_url/model")
+    local_server: bool = Field(True, description="start the local llama.cpp server; off: use config.endpoint")
     local_model: str | None = Field(
         None,
         description="GGUF model of the local server (None: synth's default, chosen by measured acceptance)",
     )
-    base_url: str | None = Field(None, description="OpenAI-compatible endpoint when local_server is off")
-    model: str | None = None
     api_key_secret: str | None = Field(None, description="name of a Prefect Secret block holding the API key")
-    # The default local model (SmolLM2-135M) was measured to accept 67% in en/es, 33% in fr and 0% in de/ru/ja/zh:
-    # asking it in other languages only spends time. With a real endpoint, set languages=[] (all).
-    languages: list[str] = Field(
-        default_factory=lambda: ["en", "es", "fr"], description="empty: every language with long documents"
-    )
-    per_language: int = Field(4, ge=1, description="documents per language")
-    max_requests: int = Field(24, ge=1, description="cap on LLM requests this run")
+    config: SynthConfig = Field(default_factory=_embedded_synth)
 
 
 class NegativesParams(BaseModel):
@@ -156,7 +159,7 @@ class RetrainParams(BaseModel):
         p = self.model_copy(deep=True)
         p.mine.manpage_languages = p.mine.manpage_languages or ["en", "de", "fr"]
         p.mine.max_catalogs_per_language, p.mine.max_per_language = 1, 120
-        p.synth.per_language, p.synth.max_requests = 1, 4
+        p.synth.config.selection.per_language, p.synth.config.budget.max_requests = 1, 4
         p.train.overrides.max_steps, p.train.overrides.self_distill_start_step = 20, 5
         p.eval.max_queries = 30
         p.train_languages = p.train_languages or ["en", "de", "fr"]

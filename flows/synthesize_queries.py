@@ -16,12 +16,11 @@ from flows.settings import configure_environment, warehouse_path
 
 @task(retries=2, retry_delay_seconds=[30, 120])
 def generate(params: SynthParams, warehouse: str) -> dict:
+    """`synth.generate.generate_queries` (`m3 synth generate [--local]`), the key from a Prefect Secret."""
     from pydantic import SecretStr
 
     from m3core.data.warehouse import Warehouse
-    from synth.config import BudgetConfig, EndpointConfig, SelectionConfig, SynthConfig
-    from synth.generate import run
-    from synth.server import LocalLLMServer
+    from synth.generate import generate_queries
 
     log = get_run_logger()
     api_key = None
@@ -29,24 +28,9 @@ def generate(params: SynthParams, warehouse: str) -> dict:
         from prefect.blocks.system import Secret
 
         api_key = SecretStr(Secret.load(params.api_key_secret).get())
-    config = SynthConfig(
-        selection=SelectionConfig(
-            languages=params.languages, per_language=params.per_language, source="manpages"
-        ),
-        budget=BudgetConfig(max_requests=params.max_requests),
-    )
+    local_model = (params.local_model or "default") if params.local_server else None
     with Warehouse(warehouse) as wh:
-        if params.local_server:
-            server_args = {"model": params.local_model} if params.local_model else {}
-            with LocalLLMServer(**server_args) as server:
-                report = run(config.model_copy(update={"endpoint": server.endpoint()}), wh, progress=False)
-        else:
-            if not (params.base_url and params.model):
-                raise ValueError("synthesize_queries: set base_url and model, or local_server=true")
-            endpoint = EndpointConfig(base_url=params.base_url, model=params.model)
-            report = run(
-                config.model_copy(update={"endpoint": endpoint}), wh, api_key=api_key, progress=False
-            )
+        report = generate_queries(params.config, wh, local_model=local_model, api_key=api_key, progress=False)
     log.info(report.message)
     return {
         "run_id": report.run_id,

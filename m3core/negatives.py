@@ -27,7 +27,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from m3core.retrieval.corpus import encode_texts
+from m3core.retrieval.corpus import encode_texts, read_corpus  # noqa: F401  (re-exported: m3core.negatives.read_corpus)
 from m3core.retrieval.hybrid import mode_scores, model_weights, resolve_weights
 from m3core.retrieval.retriever import Retriever, RetrieverConfig
 
@@ -269,24 +269,6 @@ def read_examples(path: str | Path) -> list[Example]:
         Example(query=e.query, pos=list(e.pos), neg=list(e.neg), prompt=e.prompt, type=e.type, lang=e.lang)
         for e in TrainDataset.from_jsonl(path).examples
     ]
-
-
-def read_corpus(path: str | Path) -> list[str]:
-    """Passages from ``.jsonl`` (``text``, optional ``title``; BEIR corpus files work) or ``.txt`` (one a line)."""
-    path = Path(path)
-    if path.suffix == ".txt":
-        return [line.rstrip("\n") for line in path.open(encoding="utf-8") if line.strip()]
-    out = []
-    with path.open(encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            row = json.loads(line)
-            if not isinstance(row, dict) or not isinstance(row.get("text"), str):
-                raise ValueError(f"{path}:{n}: expected an object with a 'text' string")
-            title = (row.get("title") or "").strip()
-            out.append(f"{title} {row['text']}".strip() if title else row["text"])
-    return out
 
 
 def write_jsonl(examples: Sequence[Example], path: str | Path) -> Path:

@@ -340,3 +340,25 @@ def _message(rep: RunReport, done_n: int) -> str:
         + (", with a higher cap" if "cap" in (rep.stop_reason or "") else "")
         + "."
     )
+
+
+def generate_queries(
+    config: SynthConfig,
+    warehouse: Any,
+    *,
+    local_model: str | None = None,
+    threads: int = 1,
+    api_key: SecretStr | None = None,
+    progress: bool | None = None,
+) -> RunReport:
+    """`run` as `m3 synth generate` and the `synthesize_queries` flow do it: with `local_model` (a name from
+    `m3 llm list`, `"default"`, or a .gguf path) a local llama.cpp server is started for the run and the
+    config's endpoint points at it (its other endpoint settings kept); otherwise the config's endpoint is used."""
+    if not local_model:
+        return run(config, warehouse, api_key=api_key, progress=progress)
+    from synth import server
+
+    name = server.DEFAULT_MODEL if local_model == "default" else local_model
+    with server.LocalLLMServer(name, n_threads=threads) as srv:
+        endpoint = srv.endpoint(**config.endpoint.model_dump(exclude={"base_url", "model"}))
+        return run(config.model_copy(update={"endpoint": endpoint}), warehouse, progress=progress)

@@ -36,7 +36,7 @@ def test_sharded_encoding_on_dask_equals_one_process(harness, tiny_model_dir, tm
 
 
 def test_bad_corpus_line_is_named(tmp_path):
-    from flows.encode_corpus import read_corpus
+    from m3core.retrieval.corpus import read_corpus
 
     bad = tmp_path / "c.jsonl"
     bad.write_text('{"text": "ok"}\n{"title": "no text"}\n')

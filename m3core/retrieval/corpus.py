@@ -20,9 +20,9 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-log = logging.getLogger(__name__)
+from m3core.modes import OUTPUTS
 
-OUTPUTS = ("dense", "sparse", "colbert")
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -83,6 +83,21 @@ class Embeddings:
             flat = np.concatenate(self.colbert) if self.colbert else np.zeros((0, dim), np.float32)
             np.savez(d / "colbert.npz", offsets=offsets, vecs=flat.astype(np.float32))
         (d / "meta.json").write_text(json.dumps({**self.meta, "outputs": list(self.outputs), "n": len(self)}))
+
+    @classmethod
+    def concat(cls, parts: Sequence[Embeddings], meta: dict | None = None) -> Embeddings:
+        """The passages of `parts` in order, as one (e.g. a corpus encoded in shards)."""
+        if not parts:
+            raise ValueError("no embeddings to concatenate")
+        first = parts[0]
+        if any(p.outputs != first.outputs for p in parts):
+            raise ValueError(f"shards hold different outputs: {sorted({p.outputs for p in parts})}")
+        return cls(
+            dense=None if first.dense is None else np.concatenate([p.dense for p in parts]),
+            lexical=None if first.lexical is None else [w for p in parts for w in p.lexical],
+            colbert=None if first.colbert is None else [v for p in parts for v in p.colbert],
+            meta=dict(meta or {}),
+        )
 
     @classmethod
     def load(cls, directory: str | Path) -> Embeddings:
@@ -196,3 +211,29 @@ def encode_texts(
         emb.save(cache_dir)
         log.info("wrote %d %s embeddings to %s", len(emb), side, cache_dir)
     return emb
+
+
+def read_corpus(path: str | Path) -> list[str]:
+    """The passages of a corpus file: `.txt` (one a line) or `.jsonl`/`.json` lines with `text` (and an optional
+    `title`, joined in front: BEIR corpus files work). Blank lines are skipped; a bad line or an empty file is a
+    ValueError naming it."""
+    path = Path(path)
+    out: list[str] = []
+    with path.open(encoding="utf-8") as fh:
+        for n, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            if path.suffix not in (".jsonl", ".json"):
+                out.append(line.rstrip("\n"))
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise ValueError(f"{path}:{n}: not JSON ({err.msg})") from None
+            if not isinstance(row, dict) or not isinstance(row.get("text"), str):
+                raise ValueError(f"{path}:{n}: expected an object with a 'text' string")
+            title = (row.get("title") or "").strip()
+            out.append(f"{title} {row['text']}".strip() if title else row["text"])
+    if not out:
+        raise ValueError(f"{path}: no passages")
+    return out

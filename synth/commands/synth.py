@@ -126,17 +126,11 @@ def run(args: argparse.Namespace) -> int:
 
 def _generate(args: argparse.Namespace) -> int:
     from m3core.data.warehouse import Warehouse
-    from synth import generate, server
+    from synth.generate import generate_queries
 
     cfg = _load_config(args)
     with Warehouse(args.warehouse) as wh:
-        if args.local:
-            name = server.DEFAULT_MODEL if args.local == "default" else args.local
-            with server.LocalLLMServer(name, n_threads=args.threads) as srv:
-                cfg.endpoint = srv.endpoint(**cfg.endpoint.model_dump(exclude={"base_url", "model"}))
-                rep = generate.run(cfg, wh)
-        else:
-            rep = generate.run(cfg, wh)
+        rep = generate_queries(cfg, wh, local_model=args.local, threads=args.threads)
         print(rep.message)
         for lang, acc, rej, rate in rep.by_language:
             print(f"  {lang:6s} accepted {acc:4d}  rejected {rej:4d}  acceptance {rate:.0%}")
