@@ -199,6 +199,7 @@ def make_job(
 def check_job(job: dict) -> list[list[object]]:
     """Run our side of `job` and compare it with the reference's saved outputs; return table rows."""
     from m3core.embedder import M3Embedder
+    from m3core.modes import FLAG_SCORE_KEYS, MODES
 
     texts, max_length, pairs = job["texts"], job["max_length"], job["pairs"]
     ref = np.load(job["out"])
@@ -235,7 +236,7 @@ def check_job(job: dict) -> list[list[object]]:
 
     batched = json.loads(str(ref["scores"]))
     per_pair = json.loads(str(ref["scores_per_pair"]))
-    for key in ("dense", "sparse", "colbert", "sparse+dense", "colbert+sparse+dense"):
+    for key in (FLAG_SCORE_KEYS[mode] for mode in MODES):  # FlagEmbedding's spelling of each of our modes
         vs_batched = max_diff(scores[key], batched[key])
         if "colbert" in key:
             # Held against the reference run one pair per call (no padding); see the module docstring.

@@ -41,7 +41,8 @@ from pathlib import Path  # noqa: E402
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-MODES = ("dense", "sparse", "colbert", "dense+sparse", "all")
+from m3core.modes import MODES  # noqa: E402
+
 KINDS = ("monolingual", "cross-lingual")
 
 

@@ -73,7 +73,8 @@ def main() -> int:
 
     from m3core import M3Embedder, scoring
     from m3core.evaluation import load_eval_set
-    from m3core.retrieval import MODES, DenseIndex, DenseIndexConfig, Retriever, RetrieverConfig, SparseIndex
+    from m3core.modes import MODES
+    from m3core.retrieval import DenseIndex, DenseIndexConfig, Retriever, RetrieverConfig, SparseIndex
     from m3core.retrieval.corpus import encode_texts
     from m3core.retrieval.sparse import brute_force_search
 

@@ -15,6 +15,7 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import INPUTS, TASK_SOURCE
 
 from flows.settings import configure_environment, fingerprint
+from m3core.modes import OUTPUTS, Output
 
 
 @task(cache_policy=INPUTS + TASK_SOURCE, persist_result=True, retries=1, retry_delay_seconds=[10])
@@ -25,7 +26,7 @@ def encode_shard(
     corpus_fingerprint: str,
     start: int,
     stop: int,
-    outputs: list[str],
+    outputs: list[Output],
     batch_size: int,
     max_length: int | None,
     out_dir: str,
@@ -51,7 +52,7 @@ def encode_shards(
     model: str,
     corpus: str,
     bounds: list[tuple[int, int]],
-    outputs: list[str],
+    outputs: list[Output],
     batch_size: int,
     max_length: int | None,
     out_dir: str,
@@ -78,7 +79,7 @@ def encode_corpus(
     corpus: str,
     out_dir: str,
     shards: int = 4,
-    outputs: list[str] | None = None,
+    outputs: list[Output] | None = None,
     batch_size: int = 32,
     max_length: int | None = None,
     dask_address: str | None = None,
@@ -90,7 +91,7 @@ def encode_corpus(
     from m3core.retrieval.corpus import Embeddings, read_corpus
 
     configure_environment()
-    outputs = outputs or ["dense", "sparse", "colbert"]
+    outputs = outputs or list(OUTPUTS)
     n = len(read_corpus(corpus))
     shards = max(1, min(shards, n))
     bounds = [(i * n // shards, (i + 1) * n // shards) for i in range(shards)]

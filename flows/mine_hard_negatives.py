@@ -12,6 +12,7 @@ from prefect.cache_policies import INPUTS, TASK_SOURCE
 
 from flows.params import NegativesParams
 from flows.settings import configure_environment, fingerprint
+from m3core.negatives import NegativesConfig
 
 
 @task(retries=1, retry_delay_seconds=[30])
@@ -33,26 +34,14 @@ def mine(
     params: NegativesParams,
     out_file: str,
 ) -> dict:
-    """Mine negatives for every line of `train_file` against its own passages; write FlagEmbedding JSONL."""
+    """`m3core.negatives.mine_file` (`m3 negatives --input --output`): negatives for every line of `train_file`
+    against its own passages, written as FlagEmbedding JSONL."""
     from m3core import M3Embedder
-    from m3core.negatives import MiningConfig, read_examples, write_jsonl
-    from m3core.negatives import mine as mine_negatives
+    from m3core.negatives import mine_file
 
-    examples = read_examples(train_file)
-    config = MiningConfig(
-        mode=params.mode, rank_range=(params.rank_start, params.rank_end), num_negatives=params.num_negatives
-    )
-    result = mine_negatives(
-        M3Embedder(model, show_progress=False), examples, None, config, model_id=model_fingerprint
-    )
-    write_jsonl(result.examples, out_file)
-    return {
-        "file": out_file,
-        "examples": len(result.examples),
-        "pool": len(result.pool),
-        "topped_up": result.n_topped_up,
-        "short": result.n_short,
-    }
+    config = NegativesConfig(**params.model_dump(exclude={"interim_alias"}))
+    embedder = M3Embedder(model, show_progress=False)
+    return mine_file(embedder, train_file, out_file, config, model_id=model_fingerprint)
 
 
 @flow(name="mine_hard_negatives", log_prints=True)

@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from m3core.builder import ScratchShape
 from m3core.data.sources.spec import SourcesSpec
 from m3core.modes import MODES, Mode
+from m3core.negatives import NegativesConfig
 from m3core.train.recipes import TrainOverrides, recipe_for
 from synth.config import BudgetConfig, SelectionConfig, SynthConfig
 
@@ -66,22 +67,15 @@ class SynthParams(BaseModel):
     config: SynthConfig = Field(default_factory=_embedded_synth)
 
 
-class NegativesParams(BaseModel):
-    """Hard negatives mined with an interim model (the current champion, else the base model)."""
+class NegativesParams(NegativesConfig):
+    """Hard negatives mined with an interim model: the library's `NegativesConfig` (what `m3 negatives` flags
+    set) with the embedded default's window, plus which registry alias is the interim model."""
 
-    model_config = ConfigDict(extra="forbid")
-
-    mode: Literal["dense", "hybrid"] = "dense"
-    rank_start: int = Field(2, ge=1)
-    rank_end: int = Field(60, ge=2)
+    rank_range: tuple[int, int] = (2, 60)
     num_negatives: int = Field(3, ge=1)
     interim_alias: str | None = Field(
-        "champion", description="registry alias of the interim model; None: the base model"
+        "champion", description="registry alias of the interim model (the champion); None: the base model"
     )
-
-
-# Deprecated name (one release): the scratch shape is the library's own type.
-ScratchModelParams = ScratchShape
 
 
 def _embedded_overrides() -> TrainOverrides:

@@ -23,10 +23,12 @@ from m3core import scoring
 from m3core.heads.sparse import weights_to_dicts
 from m3core.mcls import insert_cls
 from m3core.model import M3Model
+from m3core.modes import FLAG_SCORE_KEYS, Mode
 
 logger = logging.getLogger(__name__)
 
-SCORE_KEYS = ("colbert", "sparse", "dense", "sparse+dense", "colbert+sparse+dense")
+# `compute_score`'s keys, spelled and ordered as FlagEmbedding's (translated from our modes in `m3core.modes`).
+SCORE_KEYS = tuple(FLAG_SCORE_KEYS.values())
 
 
 def validate_texts(texts: str | Iterable[str], what: str = "texts") -> tuple[list[str], bool]:
@@ -294,8 +296,9 @@ class M3Embedder:
     ) -> dict[str, list[float] | float]:
         """Score (query, passage) pairs in every mode, as FlagEmbedding does.
 
-        Keys: `dense`, `sparse`, `colbert`, `sparse+dense` = (w_d·dense + w_s·sparse)/(w_d + w_s) and
-        `colbert+sparse+dense` = (w_d·dense + w_s·sparse + w_c·colbert)/(w_d + w_s + w_c), with
+        Keys (FlagEmbedding's, `SCORE_KEYS`; `m3core.modes.FLAG_SCORE_KEYS` maps our mode names to them):
+        `dense`, `sparse`, `colbert`, `sparse+dense` (our `dense+sparse`) = (w_d·dense + w_s·sparse)/(w_d + w_s) and
+        `colbert+sparse+dense` (our `all`) = (w_d·dense + w_s·sparse + w_c·colbert)/(w_d + w_s + w_c), with
         `weights_for_different_modes = [w_dense, w_sparse, w_colbert]` (default [1, 1, 1], FlagEmbedding's).
         """
         single = (
@@ -338,13 +341,14 @@ class M3Embedder:
         colbert = np.array(
             [scoring.colbert_score(a, b) for a, b in zip(q["colbert_vecs"], p["colbert_vecs"], strict=True)]
         )
-        scores = {
+        by_mode: dict[Mode, np.ndarray] = {
             "colbert": colbert,
             "sparse": sparse,
             "dense": dense,
-            "sparse+dense": (w[0] * dense + w[1] * sparse) / (w[0] + w[1]),
-            "colbert+sparse+dense": scoring.hybrid_scores(dense, sparse, colbert, w) / sum(w),
+            "dense+sparse": (w[0] * dense + w[1] * sparse) / (w[0] + w[1]),
+            "all": scoring.hybrid_scores(dense, sparse, colbert, w) / sum(w),
         }
+        scores = {key: by_mode[mode] for mode, key in FLAG_SCORE_KEYS.items()}
         if single:
             return {k: float(v[0]) for k, v in scores.items()}
         return {k: v.tolist() for k, v in scores.items()}

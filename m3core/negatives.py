@@ -17,16 +17,20 @@ and/or rows in the warehouse table `hard_negatives` (schema namespace "negatives
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+# `Example` and its JSONL reader/writer are defined once, in `m3core.data.examples` (`m3core.negatives.Example` and
+# `write_jsonl` are those).
+from m3core.data.examples import Example, read_jsonl, write_jsonl
+from m3core.modes import OUTPUTS, MiningMode, Mode
 from m3core.retrieval.corpus import encode_texts, read_corpus  # noqa: F401  (re-exported: m3core.negatives.read_corpus)
 from m3core.retrieval.hybrid import mode_scores, model_weights, resolve_weights
 from m3core.retrieval.retriever import Retriever, RetrieverConfig
@@ -41,7 +45,7 @@ MIGRATIONS: list[tuple[str, str]] = [
         CREATE TABLE mining_runs (
             run_id VARCHAR PRIMARY KEY,
             model VARCHAR,          -- the interim model (path or registry URI) that ranked the pool
-            config VARCHAR,         -- JSON of MiningConfig
+            config VARCHAR,         -- JSON of NegativesConfig
             n_examples BIGINT,
             n_topped_up BIGINT,     -- examples that needed random negatives
             created_at TIMESTAMP
@@ -66,60 +70,41 @@ MIGRATIONS: list[tuple[str, str]] = [
 ]
 
 
-@dataclass
-class MiningConfig:
-    """How to mine. ``rank_range`` is 1-based and inclusive; ``top_k`` is raised to its end if smaller."""
+class NegativesConfig(BaseModel):
+    """How to mine (`m3 negatives` flags, the `mine_hard_negatives` flow's parameters; saved with each run).
 
-    mode: Literal["dense", "hybrid"] = "dense"
+    `rank_range` is 1-based and inclusive; `candidates` (the ranked depth) is raised to its end if smaller.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    mode: MiningMode = "dense"
     rank_range: tuple[int, int] = (2, 200)
-    num_negatives: int = 15
+    num_negatives: int = Field(15, ge=1)
     seed: int = 42
-    teacher_scores: bool = False
-    weights: str | tuple[float, float, float] | None = (
-        None  # None: the interim model's profile (else "short")
+    teacher_scores: bool = Field(
+        False, description="store the interim model's hybrid scores (pos/neg_scores)"
     )
-    candidates: int = 200
-    batch_size: int = 32
+    weights: str | tuple[float, float, float] | None = Field(
+        None, description="hybrid weights or a preset name; None: the interim model's profile (else 'short')"
+    )
+    candidates: int = Field(200, ge=1)
+    batch_size: int = Field(32, ge=1)
     query_max_length: int | None = None
     passage_max_length: int | None = None
 
-    def __post_init__(self) -> None:
+    @model_validator(mode="after")
+    def _check(self) -> NegativesConfig:
         lo, hi = self.rank_range
         if not 1 <= lo <= hi:
             raise ValueError(f"rank_range {self.rank_range}: need 1 <= start <= end")
-        if self.num_negatives < 1:
-            raise ValueError(f"num_negatives must be >= 1, got {self.num_negatives}")
-        if self.mode not in ("dense", "hybrid"):
-            raise ValueError(f"mode must be 'dense' or 'hybrid', got {self.mode!r}")
         if self.weights is not None:
             resolve_weights(self.weights)
+        return self
 
 
-@dataclass
-class Example:
-    """A training query with its positives (and FlagEmbedding's optional fields, passed through)."""
-
-    query: str
-    pos: list[str]
-    neg: list[str] = field(default_factory=list)
-    neg_ranks: list[int | None] = field(default_factory=list)
-    pos_scores: list[float] | None = None
-    neg_scores: list[float] | None = None
-    prompt: str | None = None
-    type: str | None = None
-    lang: str | None = None
-    pair_ids: list[str] = field(default_factory=list)
-
-    def to_flag_json(self) -> dict[str, Any]:
-        """The FlagEmbedding training line."""
-        out: dict[str, Any] = {"query": self.query, "pos": self.pos, "neg": self.neg}
-        if self.pos_scores is not None:
-            out["pos_scores"], out["neg_scores"] = self.pos_scores, self.neg_scores
-        if self.prompt is not None:
-            out["prompt"] = self.prompt
-        if self.type is not None:
-            out["type"] = self.type
-        return out
+# Deprecated name (one release): `MiningConfig` is easy to mix up with the data pipeline's `MineConfig`.
+MiningConfig = NegativesConfig
 
 
 @dataclass
@@ -160,7 +145,7 @@ def _sample(
     ranked_ids: np.ndarray,
     pool: list[str],
     norm_pool: list[str],
-    cfg: MiningConfig,
+    cfg: NegativesConfig,
     rng: np.random.Generator,
 ) -> tuple[list[int], list[int | None]]:
     """Pick negatives for one example: doc ids and their ranks (None for random top-up)."""
@@ -193,16 +178,16 @@ def _sample(
     return docs, ranks
 
 
-def mine(
+def mine_negatives(
     embedder: Any,
     examples: Sequence[Example],
     corpus: Sequence[str] | None = None,
-    config: MiningConfig | None = None,
+    config: NegativesConfig | None = None,
     model_id: str | None = None,
     cache_dir: str | Path | None = None,
 ) -> MiningResult:
     """Mine hard negatives for ``examples`` with ``embedder`` (an `M3Embedder` of the interim model)."""
-    cfg = config or MiningConfig()
+    cfg = config or NegativesConfig()
     if not examples:
         raise ValueError("no examples to mine negatives for")
     for i, ex in enumerate(examples):
@@ -213,8 +198,8 @@ def mine(
     norm_pool = [normalize(t) for t in pool]
     outputs = {"dense"}
     if cfg.mode == "hybrid" or cfg.teacher_scores:
-        outputs |= {n for n, w in zip(("dense", "sparse", "colbert"), weights, strict=True) if w}
-    outputs_t = tuple(o for o in ("dense", "sparse", "colbert") if o in outputs)
+        outputs |= {n for n, w in zip(OUTPUTS, weights, strict=True) if w}
+    outputs_t = tuple(o for o in OUTPUTS if o in outputs)
     common = {"outputs": outputs_t, "batch_size": cfg.batch_size, "model_id": model_id}
     pool_emb = encode_texts(
         embedder, pool, side="passage", max_length=cfg.passage_max_length,
@@ -225,7 +210,7 @@ def mine(
     )
     depth = max(cfg.rank_range[1], 1)
     retriever = Retriever(pool_emb, RetrieverConfig(weights=weights, candidates=max(cfg.candidates, depth)))
-    search_mode = "dense" if cfg.mode == "dense" else "all"
+    search_mode: Mode = "dense" if cfg.mode == "dense" else "all"
     _, ranked = retriever.search(q_emb, search_mode, k=min(depth, len(pool)), weights=weights)
 
     index_of = {t: i for i, t in enumerate(pool)}
@@ -261,23 +246,46 @@ def mine(
 
 # ---------------------------------------------------------------------------------------------- I/O
 def read_examples(path: str | Path) -> list[Example]:
-    """FlagEmbedding JSONL (a file or a directory of them), validated line by line exactly as training data is
-    (`m3core.train.data`: a bad line is an error `file:line: reason`); ``prompt``/``type``/``lang`` are kept."""
-    from m3core.train.data import TrainDataset
+    """FlagEmbedding JSONL (a file or a directory of them), read and validated by the one reader training uses
+    (`m3core.data.examples.read_jsonl`: a bad line is an error `file:line: reason`). ``prompt``/``type``/``lang``
+    are kept; teacher scores are dropped (they score the input's negatives, which mining replaces)."""
+    examples, _ = read_jsonl(path)
+    if not examples:
+        raise ValueError("the training data has no examples")
+    return [replace(e, pos_scores=None, neg_scores=None) for e in examples]
 
-    return [
-        Example(query=e.query, pos=list(e.pos), neg=list(e.neg), prompt=e.prompt, type=e.type, lang=e.lang)
-        for e in TrainDataset.from_jsonl(path).examples
-    ]
+
+def mine(*args: Any, **kwargs: Any) -> MiningResult:
+    """Deprecated alias of `mine_negatives` (one release): the data pipeline has a `mine` too."""
+    import warnings
+
+    warnings.warn("m3core.negatives.mine is deprecated: use mine_negatives", DeprecationWarning, stacklevel=2)
+    return mine_negatives(*args, **kwargs)
 
 
-def write_jsonl(examples: Sequence[Example], path: str | Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", encoding="utf-8") as f:
-        for ex in examples:
-            f.write(json.dumps(ex.to_flag_json(), ensure_ascii=False) + "\n")
-    return path
+def mine_file(
+    embedder: Any,
+    train_file: str | Path,
+    out_file: str | Path,
+    config: NegativesConfig | None = None,
+    *,
+    corpus: Sequence[str] | None = None,
+    model_id: str | None = None,
+    cache_dir: str | Path | None = None,
+) -> dict[str, Any]:
+    """Negatives for every line of a FlagEmbedding JSONL file, written as FlagEmbedding JSONL: what
+    `m3 negatives --input F --output O` and the `mine_hard_negatives` flow do. Returns the run's counts."""
+    result = mine_negatives(
+        embedder, read_examples(train_file), corpus, config, model_id=model_id, cache_dir=cache_dir
+    )
+    write_jsonl(result.examples, out_file)
+    return {
+        "file": str(out_file),
+        "examples": len(result.examples),
+        "pool": len(result.pool),
+        "topped_up": result.n_topped_up,
+        "short": result.n_short,
+    }
 
 
 def examples_from_warehouse(
@@ -310,7 +318,7 @@ def corpus_from_warehouse(con: Any, langs: Sequence[str] | None = None) -> list[
 
 
 def write_warehouse(
-    warehouse: Any, result: MiningResult, config: MiningConfig, model_id: str, run_id: str | None = None
+    warehouse: Any, result: MiningResult, config: NegativesConfig, model_id: str, run_id: str | None = None
 ) -> str:
     """Insert a mining run and its examples into the warehouse (namespace "negatives"); returns the run id."""
     import pyarrow as pa
@@ -339,7 +347,7 @@ def write_warehouse(
     try:
         con.execute(
             "INSERT INTO mining_runs VALUES (?, ?, ?, ?, ?, ?)",
-            [run_id, model_id, json.dumps(asdict(config)), len(exs), result.n_topped_up, now],
+            [run_id, model_id, config.model_dump_json(), len(exs), result.n_topped_up, now],
         )
         con.register("_mined", table)
         con.execute("INSERT INTO hard_negatives BY NAME SELECT * FROM _mined")

@@ -21,11 +21,13 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
+from m3core.modes import HYBRID_PRESETS
+
 LexicalWeights = Mapping[str, float]
 
-# Paper defaults for the hybrid: short passages, and long documents (MLDR).
-HYBRID_WEIGHTS_SHORT = (1.0, 0.3, 1.0)
-HYBRID_WEIGHTS_LONG = (0.15, 0.5, 0.35)
+# The paper's hybrid weights under their old names (defined once: `m3core.modes.HYBRID_PRESETS`).
+HYBRID_WEIGHTS_SHORT = HYBRID_PRESETS["short"]
+HYBRID_WEIGHTS_LONG = HYBRID_PRESETS["long"]
 
 
 # ---------------------------------------------------------------- inference outputs (numpy)

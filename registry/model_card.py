@@ -74,10 +74,11 @@ def profile_section(checkpoint_dir: str | Path, base_model: str | None) -> str:
     if weights:
         hybrid = " / ".join(f"{float(w):g}" for w in weights) + " (chosen for this model)"
     else:
-        from m3core.scoring import HYBRID_WEIGHTS_SHORT
+        from m3core.modes import HYBRID_PRESETS
 
         hybrid = (
-            " / ".join(f"{w:g}" for w in HYBRID_WEIGHTS_SHORT) + " (none chosen: the paper's `short` preset)"
+            " / ".join(f"{w:g}" for w in HYBRID_PRESETS["short"])
+            + " (none chosen: the paper's `short` preset)"
         )
     rows = [
         ("base model", _cell(base_model)),

@@ -18,9 +18,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-DENSE_ONLY = ("dense",)
-# The modes a base model with its own trained heads is measured by (its best one is the reference).
-WITH_HEADS = ("dense", "sparse", "colbert", "dense+sparse", "all")
+from m3core.modes import MODES, Mode
+
+DENSE_ONLY: tuple[Mode, ...] = ("dense",)
+# The modes a base model with its own trained heads is measured by (its best one is the reference): all of them.
+WITH_HEADS: tuple[Mode, ...] = MODES
 
 
 @dataclass(frozen=True)

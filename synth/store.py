@@ -20,6 +20,8 @@ from typing import Any
 
 import duckdb
 
+from m3core.data.examples import Example, write_jsonl
+
 NAMESPACE = "synth"
 
 MIGRATIONS: list[tuple[str, str]] = [
@@ -284,9 +286,7 @@ def export_training_jsonl(
         f"SELECT q.query, {col} FROM synth_queries q JOIN documents d USING (doc_id) {cond} ORDER BY q.query_id",
         params,
     ).fetchall()
-    with open(path, "w", encoding="utf-8") as f:
-        for query, pos in rows:
-            f.write(json.dumps({"query": query, "pos": [pos], "neg": []}, ensure_ascii=False) + "\n")
+    write_jsonl((Example(query=query, pos=[pos]) for query, pos in rows), path)
     return len(rows)
 
 

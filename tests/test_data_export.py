@@ -9,6 +9,7 @@ import sys
 import pytest
 from data_fixtures import TOPICS, write_man_tree
 
+from m3core.data.examples import Example, read_jsonl, write_jsonl
 from m3core.data.export import SPLITS, SplitSpec, export_eval_sets, export_training
 from m3core.data.pipeline import MineConfig, mine
 from m3core.data.sources.manpages import ManPageSource
@@ -60,6 +61,11 @@ def test_training_export_shape_groups_and_stability(tmp_path, man_warehouse):
     export_training(man_warehouse, tmp_path / "b", split=spec, negatives=2)
     for s in SPLITS:
         assert (tmp_path / "a" / f"{s}.jsonl").read_bytes() == (tmp_path / "b" / f"{s}.jsonl").read_bytes()
+        # The lines are the one format (`m3core.data.examples`): read back and rewritten, byte for byte.
+        examples, skipped = read_jsonl(tmp_path / "a" / f"{s}.jsonl")
+        assert not skipped and all(type(e) is Example for e in examples)
+        again = write_jsonl(examples, tmp_path / "again" / f"{s}.jsonl")
+        assert again.read_bytes() == (tmp_path / "a" / f"{s}.jsonl").read_bytes()
     lines = {s: [json.loads(ln) for ln in (tmp_path / "a" / f"{s}.jsonl").open()] for s in SPLITS}
     assert sum(len(v) for v in lines.values()) == 18 * 3  # de, en, de->en
     assert all(len(v) > 0 for v in lines.values()), {s: len(v) for s, v in lines.items()}

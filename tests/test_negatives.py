@@ -11,7 +11,7 @@ import textgen
 
 from m3core import scoring
 from m3core.commands import negatives as negatives_cmd
-from m3core.negatives import Example, MiningConfig, mine, normalize, read_examples, write_jsonl
+from m3core.negatives import Example, NegativesConfig, mine_negatives, normalize, read_examples, write_jsonl
 
 
 @pytest.fixture(scope="module")
@@ -41,8 +41,8 @@ def _hybrid_full(embedder, queries, pool, weights):
 def test_mining_never_emits_a_positive_or_the_query(tiny_embedder, data, mode):
     examples, corpus = data
     # Rank 1 allowed and more negatives than the window holds: positives are at the top and top-up runs too.
-    cfg = MiningConfig(mode=mode, rank_range=(1, 8), num_negatives=12, seed=0)
-    result = mine(tiny_embedder, examples, corpus, cfg)
+    cfg = NegativesConfig(mode=mode, rank_range=(1, 8), num_negatives=12, seed=0)
+    result = mine_negatives(tiny_embedder, examples, corpus, cfg)
     assert result.n_topped_up > 0
     for ex in result.examples:
         banned = {normalize(p) for p in ex.pos} | {normalize(ex.query)}
@@ -54,8 +54,8 @@ def test_mining_never_emits_a_positive_or_the_query(tiny_embedder, data, mode):
 def test_rank_range_is_honoured(tiny_embedder, data):
     examples, corpus = data
     lo, hi = 3, 12
-    cfg = MiningConfig(mode="hybrid", rank_range=(lo, hi), num_negatives=4, seed=1)
-    result = mine(tiny_embedder, examples, corpus, cfg)
+    cfg = NegativesConfig(mode="hybrid", rank_range=(lo, hi), num_negatives=4, seed=1)
+    result = mine_negatives(tiny_embedder, examples, corpus, cfg)
     full = _hybrid_full(tiny_embedder, [e.query for e in examples], result.pool, (1.0, 0.3, 1.0))
     index = {t: i for i, t in enumerate(result.pool)}
     eps = 1e-5
@@ -70,29 +70,29 @@ def test_rank_range_is_honoured(tiny_embedder, data):
 
 def test_top_up_avoids_skipped_top_ranks_and_is_seeded(tiny_embedder, data):
     examples, corpus = data
-    cfg = MiningConfig(mode="hybrid", rank_range=(3, 4), num_negatives=6, seed=7)
-    a = mine(tiny_embedder, examples, corpus, cfg)
+    cfg = NegativesConfig(mode="hybrid", rank_range=(3, 4), num_negatives=6, seed=7)
+    a = mine_negatives(tiny_embedder, examples, corpus, cfg)
     full = _hybrid_full(tiny_embedder, [e.query for e in examples], a.pool, (1.0, 0.3, 1.0))
     for qi, ex in enumerate(a.examples):
         ranks = ex.neg_ranks
         assert ranks.count(None) >= 6 - 2 and len(ex.neg) == 6
         top2 = {normalize(a.pool[d]) for d in np.argsort(-full[qi])[:2]}
         assert not top2 & {normalize(n) for n, r in zip(ex.neg, ranks, strict=True) if r is None}
-    b = mine(tiny_embedder, examples, corpus, cfg)
+    b = mine_negatives(tiny_embedder, examples, corpus, cfg)
     assert [e.neg for e in a.examples] == [e.neg for e in b.examples]
-    c = mine(
+    c = mine_negatives(
         tiny_embedder,
         examples,
         corpus,
-        MiningConfig(mode="hybrid", rank_range=(3, 4), num_negatives=6, seed=8),
+        NegativesConfig(mode="hybrid", rank_range=(3, 4), num_negatives=6, seed=8),
     )
     assert [e.neg for e in a.examples] != [e.neg for e in c.examples]
 
 
 def test_teacher_scores_are_the_models_hybrid_scores(tiny_embedder, data):
     examples, corpus = data
-    cfg = MiningConfig(rank_range=(2, 20), num_negatives=3, teacher_scores=True, weights="long")
-    result = mine(tiny_embedder, examples[:6], corpus, cfg)
+    cfg = NegativesConfig(rank_range=(2, 20), num_negatives=3, teacher_scores=True, weights="long")
+    result = mine_negatives(tiny_embedder, examples[:6], corpus, cfg)
     for ex in result.examples:
         full = _hybrid_full(tiny_embedder, [ex.query], ex.pos + ex.neg, (0.15, 0.5, 0.35))[0]
         np.testing.assert_allclose(ex.pos_scores + ex.neg_scores, full, rtol=1e-4, atol=1e-5)
@@ -102,9 +102,9 @@ def test_teacher_scores_are_the_models_hybrid_scores(tiny_embedder, data):
 
 def test_bad_inputs_are_clear_errors(tiny_embedder, tmp_path):
     with pytest.raises(ValueError, match="rank_range"):
-        MiningConfig(rank_range=(5, 2))
+        NegativesConfig(rank_range=(5, 2))
     with pytest.raises(ValueError, match="example 0: needs a non-empty query"):
-        mine(tiny_embedder, [Example(query="q", pos=[])], ["p"])
+        mine_negatives(tiny_embedder, [Example(query="q", pos=[])], ["p"])
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"query": "q", "pos": ["p"]}\n{"query": "q2"}\n')
     with pytest.raises(ValueError, match=r"bad.jsonl:2: 'pos' must be a list of strings"):

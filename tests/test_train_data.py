@@ -93,6 +93,18 @@ def test_teacher_scores_follow_the_drawn_passages(tmp_path):
     assert g.teacher_scores == [9.0] + [{"a": 1.0, "b": 2.0, "c": 3.0}[p] for p in g.passages[1:]]
 
 
+def test_training_reads_what_the_one_writer_writes(tmp_path):
+    from m3core.data.examples import Example, write_jsonl
+
+    written = [
+        Example("q1", ["p1"], ["n1", "n2"], pos_scores=[2.0], neg_scores=[1.0, 0.5], prompt="query: "),
+        Example("q2", ["p2", "p3"], type="symmetric_class"),
+    ]
+    ds = TrainDataset.from_jsonl(write_jsonl(written, tmp_path / "t.jsonl"), group_size=1)
+    assert ds.examples == written and ds.examples[0].source == f"{tmp_path / 't.jsonl'}:1"
+    assert ds.query_text(ds.examples[0]) == "query: q1" and not ds.group(1, 0).in_batch_negatives
+
+
 def test_no_in_batch_negatives_type():
     from m3core.train.data import parse_example
 

@@ -63,15 +63,15 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from m3core.evaluation import EvalConfig, evaluate, load_eval_sets, markdown_table, write_report
+    from m3core.modes import HYBRID_PRESETS
     from m3core.paths import m3_home
     from m3core.retrieval import DenseIndexConfig, resolve_weights
-    from m3core.retrieval.hybrid import PRESETS
 
     modes = tuple(m.strip() for m in args.modes.split(",") if m.strip())
     if modes and not args.model:
         raise ValueError("--model is required unless --modes '' (BM25 only)")
     weights = args.weights
-    if weights is not None and weights not in PRESETS:
+    if weights is not None and weights not in HYBRID_PRESETS:
         weights = resolve_weights(weights)
     config = EvalConfig(
         modes=modes,

@@ -6,6 +6,8 @@ import argparse
 import json
 import logging
 
+from m3core.modes import MINING_MODES
+
 NAME = "negatives"
 HELP = "mine hard negatives with an interim model (files or warehouse pairs -> JSONL / warehouse rows)"
 
@@ -32,9 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--to-warehouse", action="store_true", help="write rows to the warehouse hard_negatives table"
     )
-    parser.add_argument(
-        "--mode", choices=["dense", "hybrid"], default="dense", help="ranking used for mining"
-    )
+    parser.add_argument("--mode", choices=MINING_MODES, default="dense", help="ranking used for mining")
     parser.add_argument(
         "--range", default="2-200", help="1-based inclusive rank window to sample from (2-200)"
     )
@@ -64,10 +64,10 @@ def _parse_range(text: str) -> tuple[int, int]:
 def run(args: argparse.Namespace) -> int:
     from m3core import M3Embedder
     from m3core.negatives import (
-        MiningConfig,
+        NegativesConfig,
         corpus_from_warehouse,
         examples_from_warehouse,
-        mine,
+        mine_negatives,
         read_corpus,
         read_examples,
         write_jsonl,
@@ -78,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("give exactly one of --input FILE or --from-warehouse")
     if not args.output and not args.to_warehouse:
         raise ValueError("nowhere to write: give --output FILE and/or --to-warehouse")
-    config = MiningConfig(
+    config = NegativesConfig(
         mode=args.mode,
         rank_range=_parse_range(args.range),
         num_negatives=args.num_negatives,
@@ -107,7 +107,9 @@ def run(args: argparse.Namespace) -> int:
         else:
             corpus = None
         embedder = M3Embedder(args.model, device=args.device, batch_size=args.batch_size, use_fp16=True)
-        result = mine(embedder, examples, corpus, config, model_id=args.model, cache_dir=args.cache_dir)
+        result = mine_negatives(
+            embedder, examples, corpus, config, model_id=args.model, cache_dir=args.cache_dir
+        )
         summary = {
             "examples": len(result.examples),
             "pool": len(result.pool),

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from m3core.data.examples import Example, write_jsonl
 from m3core.data.records import content_hash
 from m3core.data.warehouse import Warehouse
 
@@ -81,7 +82,7 @@ def export_training(
     ).fetchall():
         entry = groups[(kind, qlang, lang)].setdefault(query, (group_key, []))
         entry[1].append(positive)
-    lines: dict[str, list[dict]] = {s: [] for s in SPLITS}
+    lines: dict[str, list[Example]] = {s: [] for s in SPLITS}
     counts: dict[str, dict[str, int]] = {s: defaultdict(int) for s in SPLITS}
     for (kind, qlang, lang), by_query in sorted(groups.items()):
         ordered = sorted(by_query.items(), key=lambda kv: _rank(kind, kv[0]))
@@ -99,14 +100,12 @@ def export_training(
                     if cand not in positives and cand not in neg:
                         neg.append(cand)
                     j += 1
-                lines[name].append({"query": query, "pos": positives, "neg": neg})
+                lines[name].append(Example(query=query, pos=positives, neg=neg))
                 counts[name][f"{kind}:{qlang}->{lang}"] += 1
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    for name, rows in lines.items():
-        with open(out_dir / f"{name}.jsonl", "w", encoding="utf-8") as fh:
-            for row in rows:
-                fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+    for name, examples in lines.items():
+        write_jsonl(examples, out_dir / f"{name}.jsonl")
     meta = {
         "kinds": list(kinds),
         "langs": list(langs) if langs else None,
@@ -246,4 +245,3 @@ def export_run(
         "dev_sets": [s["name"] for s in dev],
         "data_snapshot": wh.snapshot(),
     }
-

@@ -18,6 +18,8 @@ from typing import Any
 
 import numpy as np
 
+from m3core.modes import SINGLE_MODES
+
 
 @dataclass(frozen=True)
 class Difference:
@@ -75,7 +77,7 @@ def paired_difference(
 def best_single_mode(report: dict[str, Any], kind: str | None = None, metric: str = "ndcg@10") -> str:
     """The strongest of dense / sparse / colbert in `report` (overall or for one set kind)."""
     averages = report["average"] if kind is None else report["average_by_kind"][kind]
-    have = {m: v[metric] for m, v in averages.items() if m in ("dense", "sparse", "colbert")}
+    have = {m: v[metric] for m, v in averages.items() if m in SINGLE_MODES}
     if not have:
         raise ValueError("the report has no single-mode results")
     return max(have, key=have.get)

@@ -19,10 +19,11 @@ from m3core.evaluation.beir import EvalSet
 from m3core.evaluation.bm25 import BM25Index
 from m3core.evaluation.metrics import METRICS
 from m3core.evaluation.metrics import per_query as per_query_metrics
+from m3core.modes import MODES, Mode, outputs_for
 from m3core.retrieval.corpus import Embeddings, cache_key, encode_texts
 from m3core.retrieval.dense import DenseIndexConfig
 from m3core.retrieval.hybrid import model_weights
-from m3core.retrieval.retriever import MODES, Retriever, RetrieverConfig, outputs_for
+from m3core.retrieval.retriever import Retriever, RetrieverConfig
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +35,7 @@ class EvalConfig:
     """What to evaluate. ``weights``: hybrid preset ("short"/"long"), (w_dense, w_sparse, w_colbert), or None for
     the model's own (its profile's `hybrid_weights`, chosen on a dev split; `short` when it has none)."""
 
-    modes: tuple[str, ...] = MODES
+    modes: tuple[Mode, ...] = MODES
     bm25: bool = True
     k: int = 100
     candidates: int = 200

@@ -25,7 +25,8 @@ from m3core.config import CONFIG_NAME, M3Config
 from m3core.evaluation.beir import EvalSet
 from m3core.evaluation.evaluate import EvalConfig, encode_set
 from m3core.evaluation.metrics import evaluate_run
-from m3core.retrieval.hybrid import PRESETS, Weights, mode_scores, union_candidates
+from m3core.modes import HYBRID_PRESETS, OUTPUTS, Weights
+from m3core.retrieval.hybrid import mode_scores, union_candidates
 from m3core.retrieval.retriever import Retriever, RetrieverConfig
 
 log = logging.getLogger(__name__)
@@ -37,7 +38,7 @@ METRIC = "ndcg@10"
 DENSE_GRID = (0.25, 0.5, 1.0)
 SPARSE_GRID = (0.1, 0.3, 0.5, 1.0)
 COLBERT_GRID = (0.25, 0.5, 1.0, 2.0)
-PAPER_SHORT: Weights = PRESETS["short"]
+PAPER_SHORT: Weights = HYBRID_PRESETS["short"]
 
 
 def default_grid() -> list[Weights]:
@@ -47,7 +48,7 @@ def default_grid() -> list[Weights]:
     (True, True, 43)
     """
     seen, out = set(), []
-    for w in [*itertools.product(DENSE_GRID, SPARSE_GRID, COLBERT_GRID), *PRESETS.values()]:
+    for w in [*itertools.product(DENSE_GRID, SPARSE_GRID, COLBERT_GRID), *HYBRID_PRESETS.values()]:
         key = tuple(round(x / max(w), 6) for x in w)
         if key not in seen:
             seen.add(key)
@@ -82,19 +83,14 @@ def _set_scores(
     embedder: Any, es: EvalSet, config: EvalConfig, grid: Sequence[Weights], model_id: str | None
 ) -> np.ndarray:
     """nDCG@10 of every grid triple on one set, ``[len(grid)]``."""
-    query_ids, doc_ids, queries, corpus = encode_set(
-        embedder, es, config, ("dense", "sparse", "colbert"), model_id
-    )
+    query_ids, doc_ids, queries, corpus = encode_set(embedder, es, config, OUTPUTS, model_id)
     retriever = Retriever(
         corpus, RetrieverConfig(candidates=config.candidates, dense_index=config.dense_index)
     )
     _, dense_ids = retriever.dense.search(queries.dense, config.candidates)
     _, sparse_ids = retriever.sparse.search(queries.lexical, config.candidates)
     candidates = union_candidates(dense_ids, sparse_ids)
-    per_query = [
-        mode_scores(queries, corpus, qi, ids, ("dense", "sparse", "colbert"))
-        for qi, ids in enumerate(candidates)
-    ]
+    per_query = [mode_scores(queries, corpus, qi, ids, OUTPUTS) for qi, ids in enumerate(candidates)]
     W = np.asarray(grid, dtype=np.float32)  # [G, 3]
     runs: list[dict[str, dict[str, float]]] = [{} for _ in grid]
     for qid, ms in zip(query_ids, per_query, strict=True):

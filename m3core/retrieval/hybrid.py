@@ -1,8 +1,9 @@
 """Hybrid retrieval: the union of dense and sparse candidates, re-scored with a weighted sum of modes.
 
 score = w_dense·s_dense + w_sparse·s_lex + w_colbert·s_mul (M3 paper, Eq. 1), computed by
-`m3core.scoring.hybrid_scores` from the per-mode scores of each candidate. The paper's weights:
-short passages (MIRACL-like) 1 / 0.3 / 1, long documents (MLDR-like) 0.15 / 0.5 / 0.35.
+`m3core.scoring.hybrid_scores` from the per-mode scores of each candidate. The paper's weights
+(`m3core.modes.HYBRID_PRESETS`, here also `PRESETS`): short passages (MIRACL-like) 1 / 0.3 / 1, long documents
+(MLDR-like) 0.15 / 0.5 / 0.35.
 """
 
 from __future__ import annotations
@@ -12,12 +13,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from m3core.modes import HYBRID_PRESETS, OUTPUTS, Weights
 from m3core.retrieval.colbert import single_threaded_blas
 from m3core.retrieval.corpus import Embeddings
 from m3core.retrieval.topk import top_k_rows
 
-Weights = tuple[float, float, float]
-PRESETS: dict[str, Weights] = {"short": (1.0, 0.3, 1.0), "long": (0.15, 0.5, 0.35)}
+# The presets are defined once, in `m3core.modes`; `PRESETS` is that dict under its old name.
+PRESETS = HYBRID_PRESETS
 
 
 def resolve_weights(weights: str | Sequence[float]) -> Weights:
@@ -29,8 +31,8 @@ def resolve_weights(weights: str | Sequence[float]) -> Weights:
     (1.0, 0.3, 0.0)
     """
     if isinstance(weights, str):
-        if weights in PRESETS:
-            return PRESETS[weights]
+        if weights in HYBRID_PRESETS:
+            return HYBRID_PRESETS[weights]
         parts = weights.split(",")
     else:
         parts = list(weights)
@@ -40,7 +42,7 @@ def resolve_weights(weights: str | Sequence[float]) -> Weights:
         values = ()
     if len(values) != 3 or any(v < 0 for v in values):
         raise ValueError(
-            f"weights {weights!r}: expected a preset ({', '.join(PRESETS)}) or three non-negative numbers "
+            f"weights {weights!r}: expected a preset ({', '.join(HYBRID_PRESETS)}) or three non-negative numbers "
             "w_dense,w_sparse,w_colbert"
         )
     return values  # type: ignore[return-value]
@@ -104,8 +106,7 @@ def hybrid_rescore(
     """
     from m3core.scoring import hybrid_scores
 
-    names = ("dense", "sparse", "colbert")
-    needed = [n for n, w in zip(names, weights, strict=True) if w != 0]
+    needed = [n for n, w in zip(OUTPUTS, weights, strict=True) if w != 0]
     queries.require(*needed)
     corpus.require(*needed)
     out_s = np.full((len(candidates), k), -np.inf, dtype=np.float32)

@@ -14,32 +14,17 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from m3core.modes import MODES
+# `MODES`, `MODE_OUTPUTS` and `outputs_for` are defined in `m3core.modes` (importable from here as before).
+from m3core.modes import HYBRID_PRESETS, Weights, outputs_for
+from m3core.modes import MODE_OUTPUTS as MODE_OUTPUTS
+from m3core.modes import MODES as MODES
 from m3core.retrieval.colbert import DEFAULT_CANDIDATES, colbert_rerank
 from m3core.retrieval.corpus import Embeddings
 from m3core.retrieval.dense import DenseIndex, DenseIndexConfig
-from m3core.retrieval.hybrid import PRESETS, Weights, hybrid_rescore, resolve_weights, union_candidates
+from m3core.retrieval.hybrid import hybrid_rescore, resolve_weights, union_candidates
 from m3core.retrieval.sparse import SparseIndex
 
 log = logging.getLogger(__name__)
-
-# The embeddings each mode needs, on both the query and the corpus side.
-MODE_OUTPUTS: dict[str, tuple[str, ...]] = {
-    "dense": ("dense",),
-    "sparse": ("sparse",),
-    "colbert": ("dense", "colbert"),
-    "dense+sparse": ("dense", "sparse"),
-    "all": ("dense", "sparse", "colbert"),
-}
-
-
-def outputs_for(modes: list[str] | tuple[str, ...]) -> tuple[str, ...]:
-    """The M3 outputs to encode so that every mode in ``modes`` can run."""
-    bad = [m for m in modes if m not in MODE_OUTPUTS]
-    if bad:
-        raise ValueError(f"unknown retrieval mode(s) {bad}: expected some of {list(MODES)}")
-    need = {o for m in modes for o in MODE_OUTPUTS[m]}
-    return tuple(o for o in ("dense", "sparse", "colbert") if o in need)
 
 
 @dataclass
@@ -83,7 +68,7 @@ class Retriever:
             # The pair keeps the paper's ratio: `weights` are chosen for `all`, where ColBERT carries the ranking
             # and the sparse weight only breaks ties; as a pair without ColBERT that ratio is no choice at all
             # (measured: dense+sparse 73.2 monolingual with the `all` pair 0.25 / 1; 85.5 with another run's 1 / 0.5).
-            w = (*PRESETS["short"][:2], 0.0) if weights is None else (w[0], w[1], 0.0)
+            w = (*HYBRID_PRESETS["short"][:2], 0.0) if weights is None else (w[0], w[1], 0.0)
         _, dense_ids = self.dense.search(queries.dense, c)
         _, sparse_ids = self.sparse.search(queries.lexical, c)
         return hybrid_rescore(queries, self.corpus, union_candidates(dense_ids, sparse_ids), w, k)

@@ -9,9 +9,8 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from m3core.modes import OUTPUTS, Output
 from m3core.train.bucket_sampler import DEFAULT_EDGES
-
-Mode = Literal["dense", "sparse", "colbert"]
 
 
 class TrainConfig(BaseModel):
@@ -39,7 +38,7 @@ class TrainConfig(BaseModel):
     passage_max_length: int = Field(512, gt=2)
 
     # objective (see m3core.train.losses)
-    modes: list[Mode] = Field(default_factory=lambda: ["dense", "sparse", "colbert"])
+    modes: list[Output] = Field(default_factory=lambda: list(OUTPUTS))
     temperature: float = Field(0.02, gt=0)
     ensemble_weights: tuple[float, float, float] = (1.0, 0.3, 1.0)
     mode_weights: tuple[float, float, float] = (1.0, 0.1, 1.0)

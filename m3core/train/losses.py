@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-MODES = ("dense", "sparse", "colbert")
+from m3core.modes import OUTPUTS
 
 
 def info_nce(scores: torch.Tensor, target: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -75,7 +75,7 @@ class M3Loss(nn.Module):
         mode_weights: Sequence[float] = (1.0, 0.1, 1.0),
         self_distill: bool = True,
         self_distill_start_step: int = 0,
-        modes: Sequence[str] = MODES,
+        modes: Sequence[str] = OUTPUTS,
         teacher_temperature: float = 1.0,
         self_distill_temperature: float | None = None,
         self_distill_weights: Sequence[float] | None = None,
@@ -85,22 +85,22 @@ class M3Loss(nn.Module):
             raise ValueError("temperatures must be positive")
         if len(ensemble_weights) != 3 or len(mode_weights) != 3:
             raise ValueError("ensemble_weights and mode_weights take three values: (dense, sparse, colbert)")
-        unknown = set(modes) - set(MODES)
+        unknown = set(modes) - set(OUTPUTS)
         if unknown or not modes:
-            raise ValueError(f"modes must be a non-empty subset of {MODES}, got {tuple(modes)}")
+            raise ValueError(f"modes must be a non-empty subset of {OUTPUTS}, got {tuple(modes)}")
         self.temperature = temperature
-        self.ensemble_weights = dict(zip(MODES, ensemble_weights, strict=True))
-        self.mode_weights = dict(zip(MODES, mode_weights, strict=True))
+        self.ensemble_weights = dict(zip(OUTPUTS, ensemble_weights, strict=True))
+        self.mode_weights = dict(zip(OUTPUTS, mode_weights, strict=True))
         if self_distill_weights is not None and len(self_distill_weights) != 3:
             raise ValueError("self_distill_weights takes three values: (dense, sparse, colbert)")
         self.self_distill_weights = (
             self.mode_weights
             if self_distill_weights is None
-            else dict(zip(MODES, self_distill_weights, strict=True))
+            else dict(zip(OUTPUTS, self_distill_weights, strict=True))
         )
         self.self_distill = self_distill
         self.self_distill_start_step = self_distill_start_step
-        self.modes = tuple(m for m in MODES if m in modes)
+        self.modes = tuple(m for m in OUTPUTS if m in modes)
         self.teacher_temperature = teacher_temperature
         if self_distill_temperature is not None and self_distill_temperature <= 0:
             raise ValueError("self_distill_temperature must be positive")

@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
 from m3core.model import M3Model
+from m3core.modes import HEADS
 from m3core.scoring import colbert_score_matrix, dense_score_matrix, sparse_score_matrix
 from m3core.train.bucket_sampler import LengthBucketBatchSampler, RandomBatchSampler
 from m3core.train.callbacks import JsonlLogger, TrainerCallback, callbacks_for
@@ -185,7 +186,7 @@ class Trainer:
         )
         if "encoder" in cfg.frozen:
             model.backbone.requires_grad_(False)
-        for head in ("sparse", "colbert"):
+        for head in HEADS:
             if head in cfg.frozen or head not in cfg.modes:
                 getattr(model, f"{head}_head").requires_grad_(False)
         if cfg.use_checkpointing and "encoder" not in cfg.frozen:
