@@ -35,7 +35,7 @@ def small_params(run_name: str):
             "run_name": run_name,
             "mine": {"gettext": False, "manpage_languages": ["en", "de", "fr"], "max_per_language": 200},
             "synth": {"enabled": False},
-            "negatives": {"rank_end": 30, "num_negatives": 2, "interim_alias": None},
+            "negatives": {"rank_range": [2, 30], "num_negatives": 2, "interim_alias": None},
             "train": {
                 "backbone": "scratch",
                 "scratch": {"hidden_size": 64, "vocab_size": 2000},
