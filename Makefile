@@ -5,13 +5,9 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.setup-done
-export HF_HUB_OFFLINE ?= 1
-export HF_DATASETS_OFFLINE ?= 1
-export MLFLOW_DISABLE_TELEMETRY ?= true
-export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
-export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 120
-export OMP_WAIT_POLICY ?= PASSIVE
-export TOKENIZERS_PARALLELISM ?= false
+# The environment defaults, platform and hermetic alike, from the one table (values already set win).
+include flows/environment.env
+export $(shell sed -n 's/^\([A-Z_][A-Z0-9_]*\) ?= .*/\1/p' flows/environment.env)
 
 .PHONY: setup run run-quick test test-all lint clean
 # CI runs everything; elsewhere the tests marked `slow` wait for `make test-all`.

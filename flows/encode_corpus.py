@@ -14,11 +14,18 @@ from pathlib import Path
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import INPUTS, TASK_SOURCE
 
+from flows.retries import transient
 from flows.settings import configure_environment, fingerprint
 from m3core.modes import OUTPUTS, Output
 
 
-@task(cache_policy=INPUTS + TASK_SOURCE, persist_result=True, retries=1, retry_delay_seconds=[10])
+@task(
+    cache_policy=INPUTS + TASK_SOURCE,
+    persist_result=True,
+    retries=1,
+    retry_delay_seconds=[10],
+    retry_condition_fn=transient,
+)
 def encode_shard(
     model: str,
     model_fingerprint: str,

@@ -11,11 +11,12 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import INPUTS, TASK_SOURCE
 
 from flows.params import NegativesParams
+from flows.retries import transient
 from flows.settings import configure_environment, fingerprint
 from m3core.negatives import NegativesConfig
 
 
-@task(retries=1, retry_delay_seconds=[30])
+@task(retries=1, retry_delay_seconds=[30], retry_condition_fn=transient)
 def resolve_interim_model(model_name: str, alias: str | None, fallback: str) -> str:
     """`registry.aliases.model_for_alias`: the checkpoint of `models:/<model_name>@<alias>`, else `fallback`."""
     from registry.aliases import model_for_alias

@@ -6,10 +6,11 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 
 from flows.params import MineParams
+from flows.retries import transient
 from flows.settings import configure_environment, warehouse_path
 
 
-@task(retries=2, retry_delay_seconds=[10, 60])  # the warehouse may be busy with another writer
+@task(retries=2, retry_delay_seconds=[10, 60], retry_condition_fn=transient)  # the warehouse may be locked
 def ingest(params: MineParams, warehouse: str) -> dict:
     """`m3core.data.pipeline.mine_sources` (`m3 mine`) into the warehouse, then its counts."""
     from m3core.data.pipeline import mine_sources

@@ -16,11 +16,12 @@ from prefect.artifacts import create_link_artifact, create_markdown_artifact
 
 from flows.evaluate import evaluate_model
 from flows.params import EvalParams, RegisterParams
+from flows.retries import transient
 from flows.settings import configure_environment, fingerprint, mlflow_experiment
 from m3core.paths import m3_home
 
 
-@task(retries=2, retry_delay_seconds=[10, 60])  # the tracking server may be briefly unavailable
+@task(retries=2, retry_delay_seconds=[10, 60], retry_condition_fn=transient)  # MLflow may be down
 def champion_to_reevaluate(model_name: str, metric: str, eval_set_id: str) -> dict | None:
     """`{"version", "checkpoint"}` of the champion when it has no `metric` on this eval set yet, else None.
 
@@ -49,7 +50,7 @@ def champion_to_reevaluate(model_name: str, metric: str, eval_set_id: str) -> di
     return {"version": champion.version, "checkpoint": str(checkpoint), "out_dir": str(dst / "eval")}
 
 
-@task(retries=2, retry_delay_seconds=[10, 60])
+@task(retries=2, retry_delay_seconds=[10, 60], retry_condition_fn=transient)
 def record_champion_evaluation(
     model_name: str, version: str, report: dict, eval_set_id: str, metric: str
 ) -> None:
@@ -58,7 +59,7 @@ def record_champion_evaluation(
     record_evaluation(model_name, version, report, eval_set_id, metric)
 
 
-@task(retries=2, retry_delay_seconds=[10, 60])
+@task(retries=2, retry_delay_seconds=[10, 60], retry_condition_fn=transient)
 def register(
     checkpoint: str,
     eval_report: dict,

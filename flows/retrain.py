@@ -21,13 +21,14 @@ from flows.mine_hard_negatives import mine_hard_negatives
 from flows.mine_pairs import mine_pairs
 from flows.params import RetrainParams, TrainParams
 from flows.register_and_promote import register_and_promote_flow
+from flows.retries import transient
 from flows.settings import cache_dir, configure_environment, run_dir, warehouse_path
 from flows.synthesize_queries import synthesize_queries
 from flows.train import train_flow
 from m3core.train.config import TrainConfig
 
 
-@task(retries=2, retry_delay_seconds=[10, 60])
+@task(retries=2, retry_delay_seconds=[10, 60], retry_condition_fn=transient)
 def export(
     warehouse: str,
     out: str,

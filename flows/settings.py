@@ -9,19 +9,43 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 from pathlib import Path
 
 from m3core.paths import m3_home, warehouse_path
 
-ENV_DEFAULTS = {
-    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",  # the 20 s default times out on 2 busy cores
-    "PREFECT_RESULTS_PERSIST_BY_DEFAULT": "true",  # cached task results survive the process: reruns resume
-    "MLFLOW_DISABLE_TELEMETRY": "true",
-    "HF_HUB_DISABLE_TELEMETRY": "1",
-    "TOKENIZERS_PARALLELISM": "false",
-    "OMP_WAIT_POLICY": "PASSIVE",
-}
+ENV_TABLE = Path(__file__).with_name("environment.env")
+_ENV_LINE = re.compile(r"([A-Z_][A-Z0-9_]*) \?= (.*)")
+_ENV_SCOPE = re.compile(r"# \[(platform|hermetic)\].*")
+
+
+def env_defaults(*scopes: str, table: Path = ENV_TABLE) -> dict[str, str]:
+    """The defaults of `scopes` from the one table of environment defaults (`flows/environment.env`, which the
+    Makefile includes): `platform` (always applied, by every flow too) and `hermetic` (the Makefile and the tests
+    only: offline Hugging Face Hub).
+
+    >>> sorted(env_defaults("hermetic"))
+    ['HF_DATASETS_OFFLINE', 'HF_HUB_OFFLINE', 'TRANSFORMERS_OFFLINE']
+    """
+    unknown = set(scopes) - {"platform", "hermetic"}
+    if unknown:
+        raise ValueError(f"unknown scope(s) {sorted(unknown)}; the table has 'platform' and 'hermetic'")
+    defaults: dict[str, str] = {}
+    scope = None
+    for n, line in enumerate(table.read_text().splitlines(), 1):
+        if header := _ENV_SCOPE.fullmatch(line):
+            scope = header[1]
+        elif entry := _ENV_LINE.fullmatch(line):
+            if scope is None:
+                raise ValueError(f"{table}:{n}: {entry[1]} comes before any `# [scope]` header")
+            if scope in scopes:
+                defaults[entry[1]] = entry[2].strip()
+        elif line.strip() and not line.startswith("#"):
+            raise ValueError(f"{table}:{n}: not a `KEY ?= value` line: {line!r}")
+    return defaults
+
+
+ENV_DEFAULTS = env_defaults("platform")  # what configure_environment applies (never the hermetic ones)
 
 
 def configure_environment() -> Path:
@@ -106,6 +130,7 @@ __all__ = [
     "cache_dir",
     "configure_environment",
     "encoder_fingerprint",
+    "env_defaults",
     "fingerprint",
     "mlflow_experiment",
     "run_dir",

@@ -11,10 +11,11 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_table_artifact
 
 from flows.params import SynthParams
+from flows.retries import transient
 from flows.settings import configure_environment, warehouse_path
 
 
-@task(retries=2, retry_delay_seconds=[30, 120])
+@task(retries=2, retry_delay_seconds=[30, 120], retry_condition_fn=transient)
 def generate(params: SynthParams, warehouse: str) -> dict:
     """`synth.generate.generate_queries` (`m3 synth generate [--local]`), the key from a Prefect Secret."""
     from pydantic import SecretStr

@@ -2,19 +2,28 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
-
-# Before any library import: no hub, no telemetry, a patient ephemeral Prefect server.
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+from pathlib import Path
 
 import pytest
 import textgen
+
+
+def _settings():
+    """flows/settings.py by its path: importing the `flows` package would run configure_environment here."""
+    spec = importlib.util.spec_from_file_location(
+        "_m3_settings", Path(__file__).parents[1] / "flows/settings.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+# Before torch, transformers, prefect or mlflow is imported: the one table's defaults, the hermetic ones too
+# (no hub, no telemetry, a patient ephemeral Prefect server); values already set win.
+for _key, _value in _settings().env_defaults("platform", "hermetic").items():
+    os.environ.setdefault(_key, _value)
 
 
 @pytest.fixture(scope="session")
