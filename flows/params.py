@@ -78,6 +78,10 @@ class NegativesParams(NegativesConfig):
     )
 
 
+# Deprecated name (one release): the scratch shape is the library's own type.
+ScratchModelParams = ScratchShape
+
+
 def _embedded_overrides() -> TrainOverrides:
     # The embedded default's budget on 2 CPU cores (the recipe sets learning rates, temperature, lengths).
     # 128-token passages: measured on the held-out man-page sets, e5-small zero-shot reads the man pages' first

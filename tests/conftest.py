@@ -7,13 +7,14 @@ import os
 from pathlib import Path
 
 import pytest
-import textgen
+
+from tests.support import textgen
 
 
 def _settings():
     """flows/settings.py by its path: importing the `flows` package would run configure_environment here."""
     spec = importlib.util.spec_from_file_location(
-        "_m3_settings", Path(__file__).parents[1] / "flows/settings.py"
+        "_m3_settings", Path(__file__).parents[1] / "flows" / "settings.py"
     )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
