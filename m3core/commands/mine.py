@@ -66,26 +66,19 @@ def spec_from_args(args: argparse.Namespace):
     """The `SourcesSpec` the flags name (the `mine_pairs` flow's parameters carry the same spec)."""
     from m3core.data.sources.spec import SourcesSpec
 
+    # Flags that carry a spec field as it is (same name); the others need a conversion.
+    same = ("max_catalogs_per_language", "english", "max_per_language", "hf", "hf_config", "hf_split")
+    same += ("data_files", "fields", "lang", "kind", "name")
     return SourcesSpec(
+        **{name: getattr(args, name) for name in same},
         gettext=args.gettext is not None,
         **({"gettext_globs": list(args.gettext)} if args.gettext else {}),
-        max_catalogs_per_language=args.max_catalogs_per_language,
         manpages=bool(args.manpages),
         **({"manpage_root": args.manpages} if args.manpages else {}),
         manpage_languages=[x for x in (args.langs or "").split(",") if x],
-        english=args.english,
-        max_per_language=args.max_per_language,
         docs=str(args.docs) if args.docs else None,
         jsonl=[str(p) for p in args.jsonl or []],
         parquet=[str(p) for p in args.parquet or []],
-        hf=args.hf,
-        hf_config=args.hf_config,
-        hf_split=args.hf_split,
-        data_files=args.data_files,
-        fields=args.fields,
-        lang=args.lang,
-        kind=args.kind,
-        name=args.name,
     )
 
 

@@ -78,17 +78,9 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("give exactly one of --input FILE or --from-warehouse")
     if not args.output and not args.to_warehouse:
         raise ValueError("nowhere to write: give --output FILE and/or --to-warehouse")
-    config = NegativesConfig(
-        mode=args.mode,
-        rank_range=_parse_range(args.range),
-        num_negatives=args.num_negatives,
-        seed=args.seed,
-        teacher_scores=args.teacher_scores,
-        weights=args.weights,
-        batch_size=args.batch_size,
-        query_max_length=args.query_max_length,
-        passage_max_length=args.passage_max_length,
-    )
+    same = ("mode", "num_negatives", "seed", "teacher_scores", "weights", "batch_size")  # flag = field name
+    same += ("query_max_length", "passage_max_length")
+    config = NegativesConfig(rank_range=_parse_range(args.range), **{k: getattr(args, k) for k in same})
     split = lambda s: [x.strip() for x in s.split(",") if x.strip()]  # noqa: E731
     wh = None
     if args.from_warehouse or args.to_warehouse:

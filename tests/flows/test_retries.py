@@ -4,6 +4,7 @@ a ValueError or an HTTP 400 at once. Every task in flows/ that has retries uses 
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
 import pkgutil
@@ -66,16 +67,27 @@ con.close()
 """
 
 
-def test_a_locked_warehouse_is_retried_until_the_lock_is_released(prefect_api, tmp_path):
-    from flows.retries import transient
-    from m3core.data.warehouse import Warehouse
-
-    path = tmp_path / "warehouse.duckdb"
+@contextlib.contextmanager
+def lock_held_by_another_process(path):
+    """A subprocess holding a write connection to the DuckDB file `path` until its stdin is closed."""
     holder = subprocess.Popen(
         [sys.executable, "-c", HOLD, str(path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
     )
     try:
         assert holder.stdout.readline().strip() == "holding"
+        yield holder
+    finally:
+        if holder.poll() is None:
+            holder.kill()
+            holder.wait()
+
+
+def test_a_locked_warehouse_is_retried_until_the_lock_is_released(prefect_api, tmp_path):
+    from flows.retries import transient
+    from m3core.data.warehouse import Warehouse
+
+    path = tmp_path / "warehouse.duckdb"
+    with lock_held_by_another_process(path) as holder:
         errors = []
 
         def release_after_first_failure(task_, task_run, state):
@@ -93,28 +105,17 @@ def test_a_locked_warehouse_is_retried_until_the_lock_is_released(prefect_api, t
         assert attempts == 2, errors
         assert state.is_completed() and state.result() == 0
         assert "Could not set lock on file" in str(errors[0].__cause__)
-    finally:
-        if holder.poll() is None:
-            holder.kill()
-            holder.wait()
 
 
 def test_a_held_lock_is_retried_until_retries_run_out(prefect_api, tmp_path):
     import duckdb
 
     path = tmp_path / "held.duckdb"
-    holder = subprocess.Popen(
-        [sys.executable, "-c", HOLD, str(path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
-    )
-    try:
-        assert holder.stdout.readline().strip() == "holding"
+    with lock_held_by_another_process(path):
         attempts, state = attempts_of(lambda: duckdb.connect(str(path)).close())
         assert attempts == 3 and state.is_failed()
         with pytest.raises(duckdb.IOException, match="lock"):
             state.result()
-    finally:
-        holder.stdin.close()
-        holder.wait(30)
 
 
 # ---------------------------------------------------------------- HTTP: a loopback server answering a script
