@@ -226,16 +226,16 @@ def export_run(
     Raises ValueError when the warehouse gives no held-out set (nothing to evaluate on).
     """
     out_dir = Path(out_dir)
-    lines = export_training(wh, out_dir / "train", langs=langs, max_per_language=max_per_language)
     sets = export_eval_sets(wh, out_dir / "eval", langs=langs, max_queries=max_queries)
-    dev = export_eval_sets(
-        wh, out_dir / "dev", which="dev", langs=langs, max_queries=dev_max_queries, min_queries=5
-    )
     if not sets:
         raise ValueError(
             f"{wh.path}: the warehouse gave no evaluation set for languages {list(langs or []) or 'any'}: "
             "mine more man pages"
         )
+    lines = export_training(wh, out_dir / "train", langs=langs, max_per_language=max_per_language)
+    dev = export_eval_sets(
+        wh, out_dir / "dev", which="dev", langs=langs, max_queries=dev_max_queries, min_queries=5
+    )
     return {
         "train_file": str(out_dir / "train" / "train.jsonl"),
         "train_lines": {k: sum(v.values()) for k, v in lines.items()},
