@@ -40,3 +40,13 @@ def tiny_embedder(tiny_model_dir):
     from m3core import M3Embedder
 
     return M3Embedder(str(tiny_model_dir), batch_size=8, show_progress=False)
+
+
+@pytest.fixture(scope="session")
+def prefect_server(tmp_path_factory):
+    """One temporary Prefect API server for the session (starting one costs ~8 s on 2 cores); each flow test
+    module keeps a platform home of its own (`tests.support.procs.platform_home`)."""
+    from tests.support.procs import prefect_api
+
+    with prefect_api(tmp_path_factory.mktemp("prefect-server")):
+        yield

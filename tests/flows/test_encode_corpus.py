@@ -11,7 +11,7 @@ from tests.support.procs import platform_home
 
 
 @pytest.fixture(scope="module")
-def harness(tmp_path_factory):
+def harness(tmp_path_factory, prefect_server):
     with platform_home(tmp_path_factory.mktemp("m3home-dask")) as home:
         yield home
 

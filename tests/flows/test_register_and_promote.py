@@ -30,7 +30,7 @@ def write_sets(root, langs):
 
 
 @pytest.fixture(scope="module")
-def env(tmp_path_factory):
+def env(tmp_path_factory, prefect_server):
     with platform_home(tmp_path_factory.mktemp("m3home-promotion")) as home:
         yield home
 

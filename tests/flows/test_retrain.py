@@ -24,7 +24,7 @@ pytestmark = pytest.mark.skipif(
 
 
 @pytest.fixture(scope="module")
-def harness(tmp_path_factory):
+def harness(tmp_path_factory, prefect_server):
     with platform_home(tmp_path_factory.mktemp("m3home")) as home:
         yield home
 

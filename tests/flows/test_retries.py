@@ -29,7 +29,7 @@ pytestmark = pytest.mark.filterwarnings(
 
 
 @pytest.fixture(scope="module")
-def prefect_api(tmp_path_factory):
+def prefect_api(tmp_path_factory, prefect_server):
     with platform_home(tmp_path_factory.mktemp("retries")) as home:
         yield home
 

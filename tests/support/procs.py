@@ -24,10 +24,11 @@ def torchrun(*args: str, nproc: int = 2) -> list[str]:
 
 @contextlib.contextmanager
 def platform_home(home: Path) -> Iterator[Path]:
-    """`home` as the platform home (M3_HOME, its MLflow SQLite store, its Prefect home) while a temporary Prefect
-    API server runs (`prefect_test_harness`); the environment is restored afterwards."""
+    """`home` as the platform home (M3_HOME, its MLflow SQLite store, its Prefect home and result storage); the
+    environment is restored afterwards. The Prefect API is the session's (`prefect_server` in tests/conftest.py):
+    a fixture using this asks for that one too."""
     import pytest
-    from prefect.testing.utilities import prefect_test_harness
+    from prefect.settings import PREFECT_LOCAL_STORAGE_PATH, temporary_settings
 
     mp = pytest.MonkeyPatch()
     mp.setenv("M3_HOME", str(home))
@@ -35,7 +36,22 @@ def platform_home(home: Path) -> Iterator[Path]:
     mp.setenv("PREFECT_HOME", str(home / "prefect"))
     mp.delenv("MLFLOW_EXPERIMENT_NAME", raising=False)  # the flows set it; undo() removes it again
     try:
-        with prefect_test_harness(server_startup_timeout=120):
+        with temporary_settings({PREFECT_LOCAL_STORAGE_PATH: home / "prefect" / "storage"}):
             yield home
+    finally:
+        mp.undo()
+
+
+@contextlib.contextmanager
+def prefect_api(home: Path) -> Iterator[None]:
+    """A temporary Prefect API server (`prefect_test_harness`, its own database) with its home under `home`."""
+    import pytest
+    from prefect.testing.utilities import prefect_test_harness
+
+    mp = pytest.MonkeyPatch()
+    mp.setenv("PREFECT_HOME", str(home))
+    try:
+        with prefect_test_harness(server_startup_timeout=120):
+            yield
     finally:
         mp.undo()
