@@ -400,8 +400,11 @@ def _records(sources: Sequence[Source], cfg: MineConfig) -> Iterator[Record]:
         if cfg.workers > 1 and len(units) > 1:
             import multiprocessing as mp
 
-            # fork: workers inherit imported modules (the language-ID model loads once per worker).
-            with mp.get_context("fork").Pool(cfg.workers) as pool:
+            # forkserver, not fork: a forked child of a multi-threaded process (a Prefect flow run has ~18 threads)
+            # inherits locks another thread held and the parent's signal handlers (Prefect's SIGTERM handler
+            # raised inside a worker's exit), and the pool's shutdown then waited on a dead lock forever. Workers
+            # forked from the clean fork server start with neither; each loads the language-ID model once.
+            with mp.get_context("forkserver").Pool(cfg.workers) as pool:
                 for recs in pool.imap(work, units, chunksize=1):
                     bar.update()
                     yield from recs
