@@ -166,39 +166,51 @@ class M3Model(nn.Module):
         trust_remote_code: bool = False,
         dtype: torch.dtype | None = None,
         attn_implementation: str | None = "sdpa",
+        fresh_heads: bool = False,
     ) -> M3Model:
         """Load a model directory (ours, FlagEmbedding's, `BAAI/bge-m3`) or a plain HF encoder (fresh heads).
 
         `config` overrides the saved `m3_config.json`. Heads load with `weights_only=True`; remote code runs
-        only when `trust_remote_code=True`.
+        only when `trust_remote_code=True`. A directory with one head file but not the other, or a head file that
+        does not load, is a ValueError naming the file, unless `fresh_heads=True` (both heads start afresh).
         """
         directory = resolve_model_dir(name_or_path)
         saved = M3Config.load(directory)
         cfg = config or saved or _first_load_config(name_or_path, directory)
         colbert_path, sparse_path = directory / COLBERT_FILE, directory / SPARSE_FILE
-        colbert_state = (
-            torch.load(colbert_path, map_location="cpu", weights_only=True)
-            if colbert_path.is_file()
-            else None
-        )
-        sparse_state = (
-            torch.load(sparse_path, map_location="cpu", weights_only=True) if sparse_path.is_file() else None
-        )
+        present = [p for p in (colbert_path, sparse_path) if p.is_file()]
+        if len(present) == 1 and not fresh_heads:
+            missing = sparse_path if present[0] == colbert_path else colbert_path
+            raise ValueError(
+                f"{missing}: missing, while {present[0].name} is there (a partly copied checkpoint?); "
+                "restore it, or load with fresh_heads=True to start both heads afresh"
+            )
+        heads = len(present) == 2 and not fresh_heads
+        colbert_state = _load_head(colbert_path) if heads else None
+        sparse_state = _load_head(sparse_path) if heads else None
         if colbert_state is not None and cfg.colbert_dim is None:
             cfg = replace(cfg, colbert_dim=int(colbert_state["weight"].shape[0]))
 
         backbone = _load_backbone(directory, trust_remote_code, dtype, attn_implementation)
         tokenizer = _load_tokenizer(directory, trust_remote_code)
         model = cls(backbone, tokenizer, cfg)
-        if colbert_state is not None and sparse_state is not None:
-            model.colbert_head.linear.load_state_dict(colbert_state)
-            model.sparse_head.linear.load_state_dict(sparse_state)
+        if heads:
+            for path, head, state in (
+                (colbert_path, model.colbert_head, colbert_state),
+                (sparse_path, model.sparse_head, sparse_state),
+            ):
+                try:
+                    head.linear.load_state_dict(state)
+                except (RuntimeError, KeyError, TypeError) as err:
+                    first = str(err).strip().splitlines()[0]
+                    raise ValueError(f"{path}: does not fit this model's head ({first})") from None
         else:
             logger.warning(
-                "%s has no %s/%s: the sparse and ColBERT heads are freshly initialized (train before use)",
+                "%s: %s: the sparse and ColBERT heads are freshly initialized (train before use)",
                 directory,
-                COLBERT_FILE,
-                SPARSE_FILE,
+                "fresh heads asked for"
+                if fresh_heads
+                else f"no {COLBERT_FILE}/{SPARSE_FILE} (a plain backbone)",
             )
         if dtype is not None:
             model.to(dtype)
@@ -217,6 +229,18 @@ class M3Model(nn.Module):
         torch.save(_cpu_state(self.sparse_head.linear), out / SPARSE_FILE)
         self.config.save(out)
         return out
+
+
+def _load_head(path: Path) -> dict:
+    """A head's state dict (`weights_only`: a pickle in it cannot run code); ValueError naming a bad file."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # truncated, not a torch file, or a pickle weights_only refuses
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ValueError(f"{path}: not a loadable head file ({first})") from None
+    if not isinstance(state, dict) or "weight" not in state:
+        raise ValueError(f"{path}: not a head's state dict (expected a mapping with 'weight')")
+    return state
 
 
 def _first_load_config(name_or_path: str | os.PathLike, directory: Path) -> M3Config:

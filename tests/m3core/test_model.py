@@ -197,8 +197,30 @@ def test_heads_are_loaded_without_pickle_code(model, tmp_path):
         {"weight": torch.zeros(1, 64), "bias": torch.zeros(1), "payload": _Evil()},
         out_dir / "sparse_linear.pt",
     )
-    with pytest.raises(Exception, match=r"(?i)weights_only|unsupported global"):
+    with pytest.raises(ValueError, match=r"sparse_linear\.pt: not a loadable head file \((?i:weights.only)"):
         M3Model.from_pretrained(out_dir)
+
+
+def test_one_missing_or_bad_head_file_is_an_error_naming_it(model, tmp_path, caplog):
+    out_dir = model.save_pretrained(tmp_path / "partial")
+    (out_dir / "sparse_linear.pt").unlink()
+    with pytest.raises(
+        ValueError, match=r"partial/sparse_linear\.pt: missing, while colbert_linear\.pt is there"
+    ):
+        M3Model.from_pretrained(out_dir)
+    with caplog.at_level("WARNING"):  # asked for explicitly: both heads afresh
+        fresh = M3Model.from_pretrained(out_dir, fresh_heads=True)
+    assert "fresh heads asked for" in caplog.text
+    assert not torch.equal(fresh.colbert_head.linear.weight, model.colbert_head.linear.weight)
+
+    torch.save(model.sparse_head.linear.state_dict(), out_dir / "sparse_linear.pt")
+    data = (out_dir / "colbert_linear.pt").read_bytes()
+    (out_dir / "colbert_linear.pt").write_bytes(data[: len(data) // 2])  # truncated
+    with pytest.raises(ValueError, match=r"colbert_linear\.pt: not a loadable head file"):
+        M3Model.from_pretrained(out_dir)
+    torch.save({"weight": torch.zeros(3, 5), "bias": torch.zeros(3)}, out_dir / "colbert_linear.pt")
+    with pytest.raises(ValueError, match=r"colbert_linear\.pt: does not fit this model's head"):
+        M3Model.from_pretrained(out_dir, config=M3Config(colbert_dim=model.colbert_head.dim))
 
 
 class _Evil:
