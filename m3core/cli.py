@@ -63,6 +63,9 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+QUIET_LOGGERS = ("httpx", "httpcore", "openai", "urllib3")
+
+
 def configure_logging(verbose: int = 0, quiet: bool = False) -> None:
     """INFO by default; under torchrun only rank 0 logs INFO and every line names its rank."""
     rank = int(os.environ.get("RANK", "0"))
@@ -71,6 +74,9 @@ def configure_logging(verbose: int = 0, quiet: bool = False) -> None:
     logging.basicConfig(
         level=level, format=f"%(asctime)s{where} %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S"
     )
+    # HTTP clients log every request at INFO (URLs included); only with -vv.
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.DEBUG if verbose > 1 else logging.WARNING)
 
 
 def main(argv: list[str] | None = None) -> int:

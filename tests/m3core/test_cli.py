@@ -56,3 +56,17 @@ def test_export_run_on_an_empty_warehouse_is_one_clear_line(tmp_path):
         f"m3 export: error: {path}: the warehouse gave no evaluation set for languages any: mine more man pages"
     )
     assert "Traceback" not in out.stderr and not (tmp_path / "out" / "train").exists()
+
+
+def test_http_request_logs_stay_below_info_unless_asked():
+    import logging
+
+    try:
+        cli.configure_logging(verbose=0)
+        assert logging.getLogger("httpx").getEffectiveLevel() == logging.WARNING
+        assert logging.getLogger("openai").getEffectiveLevel() == logging.WARNING
+        cli.configure_logging(verbose=2)
+        assert logging.getLogger("httpx").getEffectiveLevel() == logging.DEBUG
+    finally:
+        for name in cli.QUIET_LOGGERS:
+            logging.getLogger(name).setLevel(logging.NOTSET)
