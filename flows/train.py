@@ -14,7 +14,9 @@ def run_training(config: dict, nproc: int | None = None) -> dict:
     from m3core.train import TrainConfig
     from m3core.train.launch import train_with
 
-    summary = train_with(TrainConfig(**config), nproc=nproc)
+    # The model directory belongs to this flow run (a retrain's run directory): a rerun by the same name
+    # trains again from the start, replacing it.
+    summary = train_with(TrainConfig(**config), nproc=nproc, overwrite=True)
     get_run_logger().info("training done: %s", summary)
     return summary
 

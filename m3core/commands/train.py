@@ -30,7 +30,9 @@ def run(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     if args.quiet:
         config.show_progress = False
-    summary = train_with(config, nproc=args.nproc, resume_from=args.resume)
+    summary = train_with(
+        config, nproc=args.nproc, resume_from=args.resume, overwrite=args.overwrite, force=args.force
+    )
     if int(os.environ.get("RANK", "0")) == 0:
         print(json.dumps(summary, indent=2))
     return 0

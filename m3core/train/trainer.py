@@ -34,10 +34,9 @@ from m3core.train.config import TrainConfig
 from m3core.train.data import TrainDataset
 from m3core.train.distributed import gather_with_grad, is_distributed, rank_and_world
 from m3core.train.losses import M3Loss, group_scores
+from m3core.train.output_dir import STATE_FILE, check_resume, data_fingerprint, latest_checkpoint, trim_log
 
 logger = logging.getLogger(__name__)
-
-STATE_FILE = "trainer_state.json"
 
 
 class DualEncoder(nn.Module):
@@ -142,12 +141,6 @@ def _set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def latest_checkpoint(output_dir: str | Path) -> Path | None:
-    """The newest complete `checkpoint-N` under `output_dir` (writes are atomic renames)."""
-    found = [p for p in Path(output_dir).glob("checkpoint-*") if (p / STATE_FILE).is_file()]
-    return max(found, key=lambda p: int(p.name.split("-")[1]), default=None)
-
-
 class Trainer:
     """Train an M3 model as `config` says. `train()` returns the run summary (also saved as JSON)."""
 
@@ -206,6 +199,7 @@ class Trainer:
             cfg.bf16 == "on" or (cfg.bf16 == "auto" and torch.cuda.is_bf16_supported())
         )
 
+        self._dataset_from_config = dataset is None
         self.dataset = dataset or TrainDataset.from_jsonl(
             cfg.train_data,
             skip_bad_lines=cfg.skip_bad_lines,
@@ -352,7 +346,12 @@ class Trainer:
         if is_distributed():
             dist.barrier()
         if self.rank == 0:
-            state = {"step": self.step, "sampler": self.sampler.state_dict(), "world_size": self.world}
+            state = {
+                "step": self.step,
+                "sampler": self.sampler.state_dict(),
+                "world_size": self.world,
+                "data_fingerprint": self.data_fingerprint,
+            }
             (tmp / STATE_FILE).write_text(json.dumps(state))
             shutil.rmtree(final, ignore_errors=True)
             os.replace(tmp, final)  # atomic: a run killed mid-save leaves the previous checkpoint intact
@@ -372,10 +371,22 @@ class Trainer:
         for old in ckpts[:-limit] if limit else []:
             shutil.rmtree(old, ignore_errors=True)
 
-    def resume(self, checkpoint: str | Path) -> None:
-        """Restore weights, optimizer, scheduler, sampler position and RNG states from `checkpoint`."""
+    @property
+    def data_fingerprint(self) -> str | None:
+        """Digest of the training files (saved with each checkpoint; None for an in-memory dataset)."""
+        if not hasattr(self, "_data_fingerprint"):
+            from m3core.data.examples import jsonl_files
+
+            files = jsonl_files(self.config.train_data) if self._dataset_from_config else []
+            self._data_fingerprint = data_fingerprint(files) if files else None
+        return self._data_fingerprint
+
+    def resume(self, checkpoint: str | Path, force: bool = False) -> None:
+        """Restore weights, optimizer, scheduler, sampler position and RNG states from `checkpoint`, after
+        checking it was written by this run's config and data (`force`: resume anyway, with a warning)."""
         ckpt = Path(checkpoint)
         state = json.loads((ckpt / STATE_FILE).read_text())
+        check_resume(ckpt, self.config.model_dump(mode="json"), self.data_fingerprint or "", force)
         if state["world_size"] != self.world:
             raise ValueError(
                 f"{ckpt} was written by {state['world_size']} processes; this run has {self.world}"
@@ -389,19 +400,21 @@ class Trainer:
         self.sampler.load_state_dict(state["sampler"])
         self.step = int(state["step"])
         _set_rng_state(torch.load(ckpt / f"rng_state_{self.rank}.pt", weights_only=True))
-        log = self.out / "train_log.jsonl"
-        if self.rank == 0 and log.is_file():  # drop what the interrupted run logged after this checkpoint
-            kept = [x for x in log.read_text().splitlines() if json.loads(x)["step"] <= self.step]
-            log.write_text("".join(x + "\n" for x in kept))
+        if self.rank == 0:  # drop what the interrupted run logged after this checkpoint
+            trim_log(self.out, self.step)
         logger.info("resumed from %s at step %d", ckpt, self.step)
 
     # ------------------------------------------------------------------ the loop
-    def train(self, resume_from: str | Path | None = None) -> dict[str, Any]:
+    def train(self, resume_from: str | Path | None = None, force: bool = False) -> dict[str, Any]:
+        """Run to `max_steps`; `resume_from` a checkpoint (or "latest": an error if there is none)."""
         cfg = self.config
-        if resume_from == "latest":
-            resume_from = latest_checkpoint(self.out)
+        if str(resume_from) == "latest":
+            found = latest_checkpoint(self.out)
+            if found is None:
+                raise ValueError(f"--resume: no complete checkpoint under {self.out} (nothing to resume)")
+            resume_from = found
         if resume_from:
-            self.resume(resume_from)
+            self.resume(resume_from, force=force)
         if self.rank == 0:
             cfg.save(self.out / "train_config.yaml")
             for cb in self.callbacks:

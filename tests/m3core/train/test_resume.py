@@ -99,3 +99,68 @@ def test_resume_rejects_a_different_seed(tmp_path, tiny_model_dir):
     other = cfg.model_copy(update={"seed": 7})
     with pytest.raises(ValueError, match="seed"):
         Trainer(other).train(resume_from="latest")
+
+
+def train_cli(config_path, *extra):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "m3core.cli", "-q", "train", "--config", str(config_path), *extra]
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+
+
+def test_one_run_per_output_dir(tmp_path, tiny_model_dir):
+    cfg_path, out = make_config(tmp_path, tiny_model_dir, "once")
+    cfg = TrainConfig.load(cfg_path)
+    cfg.max_steps, cfg.save_steps = 4, 2
+    cfg.save(cfg_path)
+
+    none_yet = train_cli(cfg_path, "--resume")
+    assert none_yet.returncode == 1
+    assert none_yet.stderr.strip().splitlines()[-1] == (
+        f"m3 train: error: --resume: no complete checkpoint under {out} (nothing to resume)"
+    )
+    assert train_cli(cfg_path).returncode == 0
+    first = (out / "train_log.jsonl").read_text()
+
+    again = train_cli(cfg_path)
+    assert again.returncode == 1
+    assert f"output_dir {out} is not empty (" in again.stderr and "--overwrite to replace it" in again.stderr
+    assert (out / "train_log.jsonl").read_text() == first  # nothing of the first run touched
+
+    replaced = train_cli(cfg_path, "--overwrite")
+    assert replaced.returncode == 0, replaced.stderr[-2000:]
+    steps = [json.loads(x)["step"] for x in (out / "train_log.jsonl").read_text().splitlines()]
+    assert steps == sorted(set(steps)), "the replaced run's log must not be appended to"
+
+
+def test_overwrite_never_empties_a_directory_that_holds_no_run(tmp_path):
+    from m3core.train.output_dir import prepare
+
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "thesis.tex").write_text("precious")
+    with pytest.raises(ValueError, match="holds none"):
+        prepare(notes, overwrite=True)
+    assert (notes / "thesis.tex").read_text() == "precious"
+    with pytest.raises(ValueError, match="contradict"):
+        prepare(notes, resume="latest", overwrite=True)
+
+
+def test_resume_with_other_data_names_it_and_force_goes_on(tmp_path, tiny_model_dir, caplog):
+    from m3core.train.trainer import Trainer
+
+    cfg_path, out = make_config(tmp_path, tiny_model_dir, "data")
+    cfg = TrainConfig.load(cfg_path)
+    cfg.max_steps, cfg.save_steps = 4, 3
+    Trainer(cfg).train()
+    data = tmp_path / "train.jsonl"
+    data.write_text(data.read_text().replace("\n", "\n", 1) + data.read_text().splitlines()[0] + "\n")
+    with pytest.raises(ValueError, match=r"training data: fingerprint \w+ -> \w+ \(--force"):
+        Trainer(cfg).train(resume_from="latest")
+    # A torn last log line (a run killed while writing it) is dropped with a warning naming the file.
+    log = out / "train_log.jsonl"
+    log.write_text(log.read_text() + '{"step": 9, "lo')
+    with caplog.at_level("WARNING"):
+        summary = Trainer(cfg).train(resume_from="latest", force=True)
+    assert summary["steps"] == 4
+    assert "--force: resuming anyway" in caplog.text
+    assert f"{log}:" in caplog.text and "torn last line" in caplog.text
