@@ -64,6 +64,9 @@ class SynthParams(BaseModel):
         description="GGUF model of the local server (None: synth's default, chosen by measured acceptance)",
     )
     api_key_secret: str | None = Field(None, description="name of a Prefect Secret block holding the API key")
+    on_failed_requests: Literal["warn", "fail"] = Field(
+        "warn", description="requests that failed after their retries: warn and go on, or fail the task"
+    )
     config: SynthConfig = Field(default_factory=_embedded_synth)
 
 

@@ -32,7 +32,12 @@ def generate(params: SynthParams, warehouse: str) -> dict:
     local_model = (params.local_model or "default") if params.local_server else None
     with Warehouse(warehouse) as wh:
         report = generate_queries(params.config, wh, local_model=local_model, api_key=api_key, progress=False)
-    log.info(report.message)
+    if report.status in ("partial", "failed"):
+        if params.on_failed_requests == "fail":
+            raise RuntimeError(f"synthetic queries: {report.message}")
+        log.warning("%s", report.message)
+    else:
+        log.info(report.message)
     return {
         "run_id": report.run_id,
         "status": report.status,

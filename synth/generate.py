@@ -64,7 +64,7 @@ class RunReport:
     """What a run did; `message` says how it ended and how to continue."""
 
     run_id: str
-    status: str  # complete | stopped | failed
+    status: str  # complete | partial (some requests failed) | failed (none answered) | stopped (cap, Ctrl-C)
     n_planned: int = 0
     n_cached: int = 0
     n_sent: int = 0
@@ -309,6 +309,10 @@ def run(
             rep.stop_reason = str(error) or type(error).__name__
         elif rep.stop_reason is not None:
             rep.status = "stopped"
+        elif rep.n_errors and rep.n_errors == rep.n_sent:
+            rep.status = "failed"  # every request sent failed after its retries: the endpoint answers nothing
+        elif rep.n_errors:
+            rep.status = "partial"
         else:
             rep.status = "complete"
         rep.message = _message(rep, done_n)

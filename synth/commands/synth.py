@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 NAME = "synth"
@@ -15,7 +16,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     sub = parser.add_subparsers(dest="synth_command", metavar="ACTION", required=True)
 
-    gen = sub.add_parser("generate", help="generate, validate and store queries (resumable, budget-capped)")
+    gen = sub.add_parser(
+        "generate",
+        help="generate, validate and store queries (resumable, budget-capped); exit 0 complete, "
+        "3 stopped by a cap, 4 some requests failed, 5 none answered",
+    )
     gen.add_argument("--config", help="YAML/JSON SynthConfig file; the flags below override it")
     gen.add_argument("--local", metavar="MODEL", nargs="?", const="default",
                      help="start a local llama.cpp server for this run (a model from `m3 llm list`)")  # fmt: skip
@@ -124,19 +129,28 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+# Exit codes of `m3 synth generate`, by how the run ended (a flow or a script tells them apart).
+EXIT_CODES = {"complete": 0, "stopped": 3, "partial": 4, "failed": 5}
+
+
 def _generate(args: argparse.Namespace) -> int:
     from m3core.data.warehouse import Warehouse
+    from synth.client import FatalEndpointError
     from synth.generate import generate_queries
 
     cfg = _load_config(args)
     with Warehouse(args.warehouse) as wh:
-        rep = generate_queries(cfg, wh, local_model=args.local, threads=args.threads)
+        try:
+            rep = generate_queries(cfg, wh, local_model=args.local, threads=args.threads)
+        except FatalEndpointError as err:  # the endpoint refuses every request: one line, no traceback
+            print(f"m3 synth generate: error: {err}", file=sys.stderr)
+            return EXIT_CODES["failed"]
         print(rep.message)
         for lang, acc, rej, rate in rep.by_language:
             print(f"  {lang:6s} accepted {acc:4d}  rejected {rej:4d}  acceptance {rate:.0%}")
         if rep.n_sent:
             print(f"  {rep.completion_tokens_per_s:.1f} generated tokens/s over {rep.seconds:.1f} s")
-    return 0 if rep.status == "complete" else 3
+    return EXIT_CODES[rep.status]
 
 
 def _print_report(con, model: str | None) -> None:

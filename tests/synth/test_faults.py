@@ -141,14 +141,19 @@ def fake_llm():
 @pytest.fixture
 def warehouse(tmp_path: Path):
     with Warehouse(tmp_path / "w.duckdb") as wh:
-        for title, lang, para, _, _ in DOCS:
-            text = f"{title}\n\n{para} {FILLER[lang]}"  # one candidate paragraph: the span is predictable
-            wh.con.execute(
-                "INSERT INTO documents (doc_id, source, location, lang, lang_conf, title, text, n_chars, group_key) "
-                "VALUES (?, 'test', ?, ?, 1.0, ?, ?, ?, ?)",
-                [f"doc-{title}", f"/test/{title}", lang, title, text, len(text), title],
-            )
+        add_docs(wh)
         yield wh
+
+
+def add_docs(wh: Warehouse) -> None:
+    """The test documents, one candidate paragraph each (the span is predictable)."""
+    for title, lang, para, _, _ in DOCS:
+        text = f"{title}\n\n{para} {FILLER[lang]}"  # one candidate paragraph: the span is predictable
+        wh.con.execute(
+            "INSERT INTO documents (doc_id, source, location, lang, lang_conf, title, text, n_chars, group_key) "
+            "VALUES (?, 'test', ?, ?, 1.0, ?, ?, ?, ?)",
+            [f"doc-{title}", f"/test/{title}", lang, title, text, len(text), title],
+        )
 
 
 def _config(url: str, **budget: object) -> SynthConfig:
@@ -244,7 +249,7 @@ def test_persistent_errors_are_counted_and_retried_on_rerun(fake_llm, warehouse)
     srv = fake_llm(faults={}, always_500={"lsfix"})
     cfg = _config(srv.url)
     rep = generate.run(cfg, warehouse, progress=False)
-    assert (rep.status, rep.n_sent, rep.n_errors) == ("complete", len(DOCS), 1)
+    assert (rep.status, rep.n_sent, rep.n_errors) == ("partial", len(DOCS), 1)
     assert "To continue" in rep.message
     assert srv.attempts["lsfix"] == cfg.endpoint.max_attempts
     row = warehouse.con.execute(
@@ -301,3 +306,26 @@ def test_refused_key_stops_the_run_without_showing_it(warehouse, monkeypatch, ca
         srv.server_close()
     assert SECRET not in str(err.value) and SECRET not in caplog.text
     assert warehouse.con.execute("SELECT status FROM synth_runs").fetchone()[0] == "failed"
+
+
+@pytest.mark.parametrize(
+    ("failing", "status", "code"),
+    [(set(), "complete", 0), ({"lsfix"}, "partial", 4), ({d[0] for d in DOCS}, "failed", 5)],
+)
+def test_generate_exit_code_says_whether_requests_failed(fake_llm, tmp_path, failing, status, code):
+    """`m3 synth generate`: 0 all answered, 4 some failed after their retries, 5 none answered."""
+    import yaml
+
+    from m3core.cli import main
+
+    srv = fake_llm(faults={}, always_500=failing)
+    config = tmp_path / "synth.yaml"
+    config.write_text(yaml.safe_dump(_config(srv.url).model_dump(mode="json")))
+    path = tmp_path / "cli.duckdb"
+    with Warehouse(path) as wh:
+        add_docs(wh)
+    assert main(["-q", "synth", "--warehouse", str(path), "generate", "--config", str(config)]) == code
+    with Warehouse(path, read_only=True) as wh:
+        assert (
+            wh.con.execute("SELECT status FROM synth_runs ORDER BY started_at DESC").fetchone()[0] == status
+        )
