@@ -151,6 +151,9 @@ class ChatClient:
         )
         self._lock = threading.Lock()
         key = api_key if api_key is not None else resolve_api_key(endpoint)
+        # Whatever a server echoes (e.g. "Incorrect API key provided: Bearer <key>") is redacted from every error
+        # text this client returns, logs or raises: they end up in the warehouse and in flow logs.
+        self._secrets = [key.get_secret_value()] if key and len(key.get_secret_value()) >= 4 else []
         self._client = openai.OpenAI(
             base_url=endpoint.base_url,
             api_key=key.get_secret_value() if key else NO_KEY,
@@ -242,13 +245,13 @@ class ChatClient:
             except (openai.AuthenticationError, openai.PermissionDeniedError, openai.NotFoundError) as err:
                 # Never include the request (it carries the key in a header); the status and server text only.
                 raise FatalEndpointError(
-                    f"{ep.safe_base_url()} answered HTTP {err.status_code} for model {ep.model!r}: {_short(err)}"
+                    f"{ep.safe_base_url()} answered HTTP {err.status_code} for model {ep.model!r}: {self._short(err)}"
                 ) from None
             except openai.APIStatusError as err:
                 if self._drop_format(fmt, err):
                     attempt -= 1  # a capability probe, not a failed attempt
                     continue
-                last_error = f"HTTP {err.status_code}: {_short(err)}"
+                last_error = f"HTTP {err.status_code}: {self._short(err)}"
                 if err.status_code not in (408, 409, 429) and err.status_code < 500:
                     return self._error(last_error, attempt, t_start)
                 server_delay = _retry_after(err)
@@ -257,10 +260,10 @@ class ChatClient:
             except openai.APITimeoutError:
                 last_error = f"timeout after {ep.timeout_s:g} s"
             except openai.APIConnectionError as err:
-                last_error = f"connection error: {_short(err)}"
+                last_error = f"connection error: {self._short(err)}"
             except (openai.APIResponseValidationError, json.JSONDecodeError, ValueError) as err:
                 # 200 with a body that is not the JSON it should be: transient on real servers.
-                last_error = f"malformed response: {_short(err)}"
+                last_error = f"malformed response: {self._short(err)}"
             if attempt >= ep.max_attempts:
                 break
             wait = delay if delay is not None else self._backoff(attempt)
@@ -270,12 +273,27 @@ class ChatClient:
             time.sleep(wait)
         return self._error(last_error, attempt, t_start)
 
+    def _short(self, err: BaseException) -> str:
+        """The error's text, one line, at most 200 characters, with the key redacted."""
+        return _short(redact(" ".join(str(err).split()), self._secrets))
+
     @staticmethod
     def _error(message: str, attempts: int, t_start: float) -> CallResult:
         log.warning("request failed after %d attempt(s): %s", attempts, message)
         return CallResult("error", None, 0, 0, time.monotonic() - t_start, attempts, error=message)
 
 
-def _short(err: BaseException, limit: int = 200) -> str:
-    text = " ".join(str(err).split())
+def redact(text: str, secrets: list[str]) -> str:
+    """`text` with every occurrence of each secret replaced by `***`.
+
+    >>> redact("Incorrect API key provided: Bearer sk-abc123.", ["sk-abc123"])
+    'Incorrect API key provided: Bearer ***.'
+    """
+    for secret in secrets:
+        text = text.replace(secret, "***")
+    return text
+
+
+def _short(text: str, limit: int = 200) -> str:
+    """At most `limit` characters (redact first: a cut must not leave part of a key)."""
     return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -21,7 +21,8 @@ class _Strict(BaseModel):
     """Unknown keys are errors naming the key: a typo in a money cap (`budget: {max_request: 1}`) must not be
     ignored and every request sent."""
 
-    model_config = ConfigDict(extra="forbid")
+    # A rejected value is not echoed in the error (an endpoint URL may carry credentials).
+    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
 
 
 class EndpointConfig(_Strict):
@@ -46,6 +47,12 @@ class EndpointConfig(_Strict):
     @classmethod
     def _http_url(cls, v: str) -> str:
         parts = urlsplit(v)
+        if parts.username is not None or parts.password is not None:
+            # Never repeat the URL here: its userinfo is the secret.
+            raise ValueError(
+                "base_url must not carry credentials (user:key@host): they would be stored with the run and sent "
+                "as Basic auth; put the key in the environment variable named by api_key_env instead"
+            )
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise ValueError(f"base_url {v!r} is not an http(s) URL")
         return v.rstrip("/")

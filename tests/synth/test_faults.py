@@ -287,7 +287,9 @@ def test_refused_key_stops_the_run_without_showing_it(warehouse, monkeypatch, ca
 
         def do_POST(self) -> None:
             self.rfile.read(int(self.headers["Content-Length"]))
-            body = b'{"error": {"message": "invalid api key"}}'
+            # As OpenAI does: the refused key, echoed back in the message.
+            echoed = self.headers.get("Authorization", "")
+            body = json.dumps({"error": {"message": f"Incorrect API key provided: {echoed}"}}).encode()
             self.send_response(401)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(body)))
@@ -305,7 +307,17 @@ def test_refused_key_stops_the_run_without_showing_it(warehouse, monkeypatch, ca
         srv.shutdown()
         srv.server_close()
     assert SECRET not in str(err.value) and SECRET not in caplog.text
-    assert warehouse.con.execute("SELECT status FROM synth_runs").fetchone()[0] == "failed"
+    assert "Incorrect API key provided: Bearer ***" in str(err.value)  # the echo, redacted
+    status, reason = warehouse.con.execute("SELECT status, stop_reason FROM synth_runs").fetchone()
+    assert status == "failed" and "Bearer ***" in reason and SECRET not in reason
+    warehouse.con.execute("CHECKPOINT")
+    assert SECRET.encode() not in Path(warehouse.path).read_bytes()
+
+
+def test_credentials_in_the_base_url_are_refused_without_repeating_them():
+    with pytest.raises(ValueError, match="must not carry credentials") as err:
+        EndpointConfig(base_url=f"http://user:{SECRET}@127.0.0.1:9/v1")
+    assert SECRET not in str(err.value)
 
 
 @pytest.mark.parametrize(
