@@ -17,6 +17,7 @@ import sys
 from importlib.metadata import entry_points
 
 COMMAND_GROUP = "m3.commands"
+USER_ERROR = 2  # the exit code of an expected error (bad input, missing file, busy warehouse), as argparse
 
 # The library's sub-commands, in the order `m3 --help` lists them (the contributed ones follow). Command modules
 # import torch, duckdb, etc. inside `run()`, so building the parser stays cheap.
@@ -90,14 +91,18 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    from m3core.data.warehouse import WarehouseLockedError
+
     configure_logging(args.verbose, args.quiet)
     try:
         return int(args._run(args) or 0)
-    except (ValueError, FileNotFoundError) as err:
-        # User errors: one clear line, no traceback (use -vv to see it).
-        logging.getLogger("m3").debug("traceback", exc_info=True)
+    except (ValueError, OSError, WarehouseLockedError) as err:
+        # Expected errors (bad input, a missing or unusable path, a busy warehouse): one line naming the input,
+        # exit 2 like argparse's usage errors; the traceback only with -v.
+        if args.verbose:
+            logging.getLogger("m3").error("traceback", exc_info=True)
         print(f"m3 {args.command}: error: {err}", file=sys.stderr)
-        return 1
+        return USER_ERROR
 
 
 def main_for(command: str, argv: list[str] | None = None, prog: str | None = None) -> int:

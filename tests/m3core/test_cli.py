@@ -51,7 +51,7 @@ def test_export_run_on_an_empty_warehouse_is_one_clear_line(tmp_path):
     path = tmp_path / "wh.duckdb"
     Warehouse(path).close()
     out = m3("export", "run", str(tmp_path / "out"), "--warehouse", str(path))
-    assert out.returncode == 1
+    assert out.returncode == 2
     assert out.stderr.strip().splitlines()[-1] == (
         f"m3 export: error: {path}: the warehouse gave no evaluation set for languages any: mine more man pages"
     )
@@ -70,3 +70,20 @@ def test_http_request_logs_stay_below_info_unless_asked():
     finally:
         for name in cli.QUIET_LOGGERS:
             logging.getLogger(name).setLevel(logging.NOTSET)
+
+
+def test_expected_errors_are_one_line_exit_2_and_traceback_only_with_v(tmp_path):
+    notdb = tmp_path / "notes.duckdb"
+    notdb.write_text("not a database\n")
+    out = m3("export", "eval", str(tmp_path / "out"), "--warehouse", str(notdb))
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert (
+        out.stderr.strip()
+        .splitlines()[-1]
+        .startswith(f"m3 export: error: warehouse {notdb}: not a DuckDB database file (")
+    )
+    missing = m3("eval", "--model", str(tmp_path / "nope"), "--eval-set", str(tmp_path / "no-sets"))
+    assert missing.returncode == 2 and len(missing.stderr.strip().splitlines()) == 1, missing.stderr
+    assert str(tmp_path / "no-sets") in missing.stderr or str(tmp_path / "nope") in missing.stderr
+    verbose = m3("-v", "export", "eval", str(tmp_path / "out"), "--warehouse", str(notdb))
+    assert verbose.returncode == 2 and "Traceback" in verbose.stderr

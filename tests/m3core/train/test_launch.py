@@ -78,5 +78,5 @@ def test_bad_config_is_a_clear_error(tmp_path):
         text=True,
         timeout=120,
     )
-    assert done.returncode == 1
+    assert done.returncode == 2
     assert "bad.yaml" in done.stderr and "group_sise" in done.stderr

@@ -114,7 +114,7 @@ def test_one_run_per_output_dir(tmp_path, tiny_model_dir):
     cfg.save(cfg_path)
 
     none_yet = train_cli(cfg_path, "--resume")
-    assert none_yet.returncode == 1
+    assert none_yet.returncode == 2
     assert none_yet.stderr.strip().splitlines()[-1] == (
         f"m3 train: error: --resume: no complete checkpoint under {out} (nothing to resume)"
     )
@@ -122,7 +122,7 @@ def test_one_run_per_output_dir(tmp_path, tiny_model_dir):
     first = (out / "train_log.jsonl").read_text()
 
     again = train_cli(cfg_path)
-    assert again.returncode == 1
+    assert again.returncode == 2
     assert f"output_dir {out} is not empty (" in again.stderr and "--overwrite to replace it" in again.stderr
     assert (out / "train_log.jsonl").read_text() == first  # nothing of the first run touched
 
