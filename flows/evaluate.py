@@ -52,17 +52,19 @@ def evaluate_model(
     writes its files (`write_report`): not part of the cache key."""
     from m3core.evaluation import evaluate, load_eval_sets
 
-    sets = load_eval_sets(eval_dir)
+    failures: list[dict[str, str]] = []  # a bad set is reported in the report; the others are evaluated
+    sets = load_eval_sets(eval_dir, failures=failures)
     if params.languages:
         sets = [
             s
             for s in sets
             if s.meta.get("lang") in params.languages or s.meta.get("query_lang") in params.languages
         ]
-    if not sets:
+    if not sets and not failures:
         raise ValueError(f"no eval sets under {eval_dir} for languages {params.languages or 'any'}")
     config = eval_config(params, modes, cache=str(cache_dir("embeddings")))
-    return evaluate(_embedder(model, params), sets, config, model_id=encoder_fingerprint(model))
+    model_id = encoder_fingerprint(model)
+    return evaluate(_embedder(model, params), sets, config, model_id=model_id, failures=failures)
 
 
 @flow(name="evaluate", log_prints=True)

@@ -85,7 +85,8 @@ def run(args: argparse.Namespace) -> int:
         cache_dir=Path(args.cache_dir) if args.cache_dir else None,
         dense_index=DenseIndexConfig(kind=args.index),
     )
-    sets = load_eval_sets(args.eval_set, split=args.split)
+    failures: list[dict[str, str]] = []  # a bad set is reported; the others are evaluated
+    sets = load_eval_sets(args.eval_set, split=args.split, failures=failures)
     embedder = None
     if modes:
         from m3core import M3Embedder
@@ -99,11 +100,11 @@ def run(args: argparse.Namespace) -> int:
             query_instruction_for_retrieval=args.query_instruction,
             passage_instruction_for_retrieval=args.passage_instruction,
         )
-    report = evaluate(embedder, sets, config, model_id=args.model)
+    report = evaluate(embedder, sets, config, model_id=args.model, failures=failures)
     out = (
         Path(args.out) if args.out else m3_home() / "eval" / (Path(args.model).name if args.model else "bm25")
     )
     paths = write_report(report, out)
     print(markdown_table(report))
     print(json.dumps({k: str(v) for k, v in paths.items()}))
-    return 0
+    return 1 if report["failed_sets"] else 0  # the report is written; a failed set still fails the command

@@ -36,8 +36,10 @@ class EvalSet:
         return str(m.get("lang") or self.name)
 
 
-def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+def _read_jsonl(path: Path) -> list[tuple[int, dict[str, Any]]]:
+    """`(line number, row)` of a BEIR JSONL file; a bad line or a repeated `_id` is a ValueError naming it."""
     rows = []
+    seen: dict[str, int] = {}
     with path.open(encoding="utf-8") as f:
         for n, line in enumerate(f, 1):
             if not line.strip():
@@ -45,10 +47,14 @@ def _read_jsonl(path: Path) -> list[dict[str, Any]]:
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as err:
-                raise ValueError(f"{path}:{n}: not valid JSON ({err.msg})") from err
+                raise ValueError(f"{path}:{n}: not valid JSON ({err.msg})") from None
             if not isinstance(row, dict) or "_id" not in row:
                 raise ValueError(f"{path}:{n}: expected an object with an '_id' field")
-            rows.append(row)
+            rid = str(row["_id"])
+            if rid in seen:
+                raise ValueError(f"{path}:{n}: _id {rid!r} repeats line {seen[rid]} (ids must be unique)")
+            seen[rid] = n
+            rows.append((n, row))
     return rows
 
 
@@ -59,10 +65,12 @@ def load_eval_set(directory: str | Path, split: str = "test") -> EvalSet:
         if not (d / name).exists():
             raise FileNotFoundError(f"eval set {d}: missing {name} (expected the BEIR layout)")
     corpus = {}
-    for row in _read_jsonl(d / "corpus.jsonl"):
+    for _, row in _read_jsonl(d / "corpus.jsonl"):
         title, text = (row.get("title") or "").strip(), row.get("text") or ""
         corpus[str(row["_id"])] = f"{title} {text}".strip() if title else text
-    queries = {str(r["_id"]): str(r.get("text") or "") for r in _read_jsonl(d / "queries.jsonl")}
+    queries, query_lines = {}, {}
+    for n, row in _read_jsonl(d / "queries.jsonl"):
+        queries[str(row["_id"])], query_lines[str(row["_id"])] = str(row.get("text") or ""), n
     qrels: dict[str, dict[str, float]] = {}
     with (d / f"qrels/{split}.tsv").open(encoding="utf-8") as f:
         reader = csv.reader(f, delimiter="\t")
@@ -74,7 +82,13 @@ def load_eval_set(directory: str | Path, split: str = "test") -> EvalSet:
                 continue
             if len(row) < 3:
                 raise ValueError(f"{d}/qrels/{split}.tsv:{n}: expected 3 tab-separated fields, got {row}")
-            qid, did, score = row[0], row[1], float(row[2])
+            qid, did = row[0], row[1]
+            try:
+                score = float(row[2])
+            except ValueError:
+                raise ValueError(
+                    f"{d}/qrels/{split}.tsv:{n}: score {row[2]!r} of query {qid!r} is not a number"
+                ) from None
             if qid not in queries:
                 raise ValueError(f"{d}/qrels/{split}.tsv:{n}: query {qid!r} is not in queries.jsonl")
             if did not in corpus:
@@ -88,20 +102,41 @@ def load_eval_set(directory: str | Path, split: str = "test") -> EvalSet:
             "eval set %s: %d of %d queries have no qrels and are skipped", d.name, unjudged, len(queries)
         )
     queries = {q: t for q, t in queries.items() if q in qrels}
+    if not queries:
+        raise ValueError(f"eval set {d}: no query has qrels in qrels/{split}.tsv (nothing to score)")
+    for qid, text in queries.items():
+        if not text.strip():
+            raise ValueError(f"{d}/queries.jsonl:{query_lines[qid]}: query {qid!r} has an empty text")
     return EvalSet(meta.get("name") or d.name, corpus, queries, qrels, meta, d)
 
 
-def load_eval_sets(path: str | Path, split: str = "test") -> list[EvalSet]:
-    """One set (``path`` has corpus.jsonl) or every set directly under ``path``, sorted by name."""
+def load_eval_sets(
+    path: str | Path, split: str = "test", failures: list[dict[str, str]] | None = None
+) -> list[EvalSet]:
+    """One set (``path`` has corpus.jsonl) or every set directly under ``path``, sorted by name.
+
+    With `failures` (a list), a set that does not load is recorded there (`{"name", "path", "reason"}`) and the
+    others are still returned; without it, the first bad set raises.
+    """
     p = Path(path)
     if not p.is_dir():
         raise FileNotFoundError(f"eval set {p}: not a directory")
     if (p / "corpus.jsonl").exists():
-        return [load_eval_set(p, split)]
-    subdirs = sorted(c for c in p.iterdir() if (c / "corpus.jsonl").exists())
+        subdirs = [p]
+    else:
+        subdirs = sorted(c for c in p.iterdir() if (c / "corpus.jsonl").exists())
     if not subdirs:
         raise FileNotFoundError(f"eval set {p}: no corpus.jsonl in it or in its sub-directories")
-    return [load_eval_set(c, split) for c in subdirs]
+    sets = []
+    for c in subdirs:
+        try:
+            sets.append(load_eval_set(c, split))
+        except (ValueError, OSError) as err:
+            if failures is None:
+                raise
+            log.warning("eval set %s: skipped: %s", c.name, err)
+            failures.append({"name": c.name, "path": str(c), "reason": str(err)})
+    return sets
 
 
 def write_eval_set(directory: str | Path, es: EvalSet) -> Path:

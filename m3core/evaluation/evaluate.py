@@ -170,15 +170,36 @@ def _mean(entries: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
 
 
 def evaluate(
-    embedder: Any, sets: Sequence[EvalSet], config: EvalConfig | None = None, model_id: str | None = None
+    embedder: Any,
+    sets: Sequence[EvalSet],
+    config: EvalConfig | None = None,
+    model_id: str | None = None,
+    failures: Sequence[dict[str, str]] = (),
 ) -> dict[str, Any]:
-    """The full report over ``sets`` (``embedder`` may be None when only BM25 is asked for)."""
+    """The full report over ``sets`` (``embedder`` may be None when only BM25 is asked for).
+
+    A set that fails to evaluate is reported under `failed_sets` with its reason (with `failures`, the sets that
+    did not even load, from `load_eval_sets(..., failures=)`) and the others are still evaluated; when none is
+    left, a ValueError lists every reason.
+    """
     config = config or EvalConfig()
     if embedder is None and config.modes:
         raise ValueError(f"modes {list(config.modes)} need a model; pass one or evaluate only bm25")
-    if not sets:
+    failed = list(failures)
+    if not sets and not failed:
         raise ValueError("no eval sets to evaluate")
-    entries = [evaluate_set(embedder, es, config, model_id) for es in sets]
+    entries = []
+    for es in sets:
+        try:
+            entries.append(evaluate_set(embedder, es, config, model_id))
+        except (ValueError, AssertionError, IndexError, KeyError) as err:  # this set's data, not the model
+            reason = f"{type(err).__name__}: {err}" if not isinstance(err, ValueError) else str(err)
+            log.warning("eval set %s: failed, the others go on: %s", es.name, reason)
+            failed.append({"name": es.name, "path": str(es.path or ""), "reason": reason})
+    if not entries:
+        raise ValueError(
+            "no eval set could be evaluated: " + "; ".join(f"{f['name']}: {f['reason']}" for f in failed)
+        )
     kinds = sorted({e["kind"] for e in entries})
     cfg = asdict(config)
     cfg["cache_dir"] = None if config.cache_dir is None else str(config.cache_dir)
@@ -189,6 +210,7 @@ def evaluate(
         "modes": [*config.modes, *([BM25] if config.bm25 else [])],
         "hybrid_weights": list(model_weights(embedder, config.weights)) if config.modes else None,
         "sets": entries,
+        "failed_sets": failed,
         "average": _mean(entries),
         "average_by_kind": {k: _mean([e for e in entries if e["kind"] == k]) for k in kinds},
     }

@@ -49,6 +49,8 @@ def markdown_table(report: dict[str, Any], metric: str = "ndcg@10") -> str:
         if len(report.get("average_by_kind", {})) > 1:
             lines.append(f"| *average {kind}* |  |  | " + " | ".join(cells(avg)) + " |")
     lines.append("| **average** |  |  | " + " | ".join(cells(report["average"])) + " |")
+    for f in report.get("failed_sets", []):
+        lines.append(f"\nnot evaluated: {f['name']}: {f['reason']}")
     return "\n".join(lines)
 
 

@@ -84,3 +84,46 @@ def test_bad_eval_sets_are_clear_errors(tmp_path):
         load_eval_sets(d)
     with pytest.raises(ValueError, match="unknown retrieval mode"):
         EvalConfig(modes=("dense", "bm42"))
+
+
+def _corrupt(set_dir, how):
+    """One kind of bad set: a file a user could really hand us."""
+    if how == "no-qrels":
+        (set_dir / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\n")
+    elif how == "duplicate-id":
+        lines = (set_dir / "corpus.jsonl").read_text().splitlines()
+        (set_dir / "corpus.jsonl").write_text("\n".join([*lines, lines[0]]) + "\n")
+    elif how == "bad-score":
+        rows = (set_dir / "qrels" / "test.tsv").read_text().splitlines()
+        qid, did, _ = rows[1].split("\t")
+        (set_dir / "qrels" / "test.tsv").write_text(
+            "\n".join([rows[0], f"{qid}\t{did}\thigh", *rows[2:]]) + "\n"
+        )
+    elif how == "empty-query":
+        rows = [json.loads(x) for x in (set_dir / "queries.jsonl").read_text().splitlines()]
+        rows[0]["text"] = "  "
+        (set_dir / "queries.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+@pytest.mark.parametrize(
+    ("how", "reason"),
+    [
+        ("no-qrels", r"no query has qrels"),
+        ("duplicate-id", r"corpus\.jsonl:\d+: _id '[^']+' repeats line 1"),
+        ("bad-score", r"qrels/test\.tsv:2: score 'high' of query '[^']+' is not a number"),
+        ("empty-query", r"queries\.jsonl:1: query '[^']+' has an empty text"),
+    ],
+)
+def test_a_bad_set_is_reported_and_the_others_are_evaluated(tmp_path, how, reason):
+    import re
+
+    root = _make_sets(tmp_path / "sets")
+    bad = sorted(p for p in root.iterdir() if p.is_dir())[1]
+    _corrupt(bad, how)
+    out = tmp_path / "report"
+    # BM25 only (no model needed); the report is written, and the command says a set failed.
+    assert _run_cli(["--eval-set", str(root), "--modes", "", "--out", str(out)]) == 1
+    report = json.loads((out / "report.json").read_text())
+    assert [e["label"] for e in report["sets"]] == ["en"]
+    [failed] = report["failed_sets"]
+    assert failed["name"] == bad.name and re.search(reason, failed["reason"]), failed["reason"]
