@@ -194,6 +194,13 @@ class M3Embedder:
             )
         max_length = self.passage_max_length if max_length is None else max_length
         self.model.check_length(max_length)
+        if not texts:  # nothing to encode: empty outputs of the right shapes
+            dim = self.model.backbone.config.hidden_size
+            return {
+                "dense_vecs": np.zeros((0, dim), dtype=np.float32) if dense else None,
+                "lexical_weights": [] if sparse else None,
+                "colbert_vecs": [] if colbert else None,
+            }
         mcls = self.mcls if mcls is None else mcls
         ids, cls_positions = self._tokenize(texts, max_length, mcls)
         out = self._encode_ids(ids, cls_positions, batch_size or self.batch_size, dense, sparse, colbert)

@@ -456,6 +456,14 @@ def mine_sources(spec: SourcesSpec, wh: Warehouse, *, workers: int = 2, progress
 def mine(sources: Sequence[Source], wh: Warehouse, cfg: MineConfig | None = None) -> RunSummary:
     """Ingest `sources` into `wh`; returns the run's counts per (source, language, outcome)."""
     cfg = cfg or MineConfig()
+    # This process holds the warehouse's write lock, so a run still marked 'running' was killed: say so.
+    stale = wh.con.execute(
+        "UPDATE ingest_runs SET status = 'killed', finished_at = now(), "
+        "error = 'the process ended before the run finished (found by a later run)' "
+        "WHERE status = 'running' RETURNING run_id"
+    ).fetchall()
+    for (old_id,) in stale:
+        log.warning("mining run %s never finished (killed?): marked 'killed'", old_id)
     run_id = time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
     names = ",".join(s.name for s in sources)
     params = json.dumps({"config": asdict(cfg), "sources": [repr(s) for s in sources]}, default=str)

@@ -236,6 +236,9 @@ def test_bad_inputs_are_rejected_with_their_index(tiny_embedder):
         tiny_embedder.encode_queries([None])
     with pytest.raises(ValueError, match="nothing to encode"):
         tiny_embedder.encode(["ok"], return_dense=False)
+    empty = tiny_embedder.encode([], return_sparse=True, return_colbert_vecs=True)  # no texts: empty outputs
+    assert empty["dense_vecs"].shape == (0, tiny_embedder.encode(["ok"])["dense_vecs"].shape[1])
+    assert empty["lexical_weights"] == [] and empty["colbert_vecs"] == []
     with pytest.raises(ValueError, match=r"sentence_pairs\[0\]"):
         tiny_embedder.compute_score([("only one",)])
     with pytest.raises(ValueError, match="weights_for_different_modes"):

@@ -85,6 +85,16 @@ def test_quarantine_reasons_and_run_summary(tmp_path, qa_jsonl):
         assert run == ("ok", 7, 2, 5)
 
 
+def test_a_killed_run_is_marked_by_the_next(tmp_path, qa_jsonl):
+    with Warehouse(tmp_path / "w.duckdb") as wh:
+        wh.con.execute(  # what a SIGKILLed run leaves behind
+            "INSERT INTO ingest_runs (run_id, source, params, status, started_at) VALUES ('dead', 'x', '{}', 'running', now())"
+        )
+        mine([qa_jsonl], wh, CFG)
+        rows = dict(wh.con.execute("SELECT run_id, status FROM ingest_runs").fetchall())
+        assert rows.pop("dead") == "killed" and set(rows.values()) == {"ok"}
+
+
 def test_reingesting_adds_nothing(tmp_path, qa_jsonl):
     man = ManPageSource(write_man_tree(tmp_path / "man"))
     with Warehouse(tmp_path / "w.duckdb") as wh:
