@@ -133,6 +133,10 @@ class EvalParams(BaseModel):
 
 
 class RegisterParams(BaseModel):
+    """Registration and the promotion policy's metric."""
+
+    model_config = ConfigDict(extra="forbid")
+
     model_name: str = "m3"
     metric: str = Field(
         "average.all.ndcg@10", description="promotion metric: dotted path into the eval report"
