@@ -35,6 +35,9 @@ JSON_SCHEMA = "json_schema"
 JSON_OBJECT = "json_object"
 
 
+FORMAT_WORDS = re.compile(r"response_format|json_schema|json_object|guided_json|grammar", re.IGNORECASE)
+
+
 class FatalEndpointError(RuntimeError):
     """The endpoint refuses every request (bad key, unknown model, wrong URL): retrying cannot help."""
 
@@ -207,7 +210,9 @@ class ChatClient:
         """
         if fmt is None or len(self._formats) < 2 or err.status_code not in (400, 422, 500):
             return False
-        if err.status_code != 400 and "response_format" not in str(err):
+        # Only a refusal that names the format: any other 400 (a too-long prompt, a bad parameter) must not
+        # downgrade the dialect for the rest of the run.
+        if not FORMAT_WORDS.search(str(err)):
             return False
         with self._lock:
             if self._formats[0] == fmt:

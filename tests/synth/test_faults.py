@@ -341,3 +341,34 @@ def test_generate_exit_code_says_whether_requests_failed(fake_llm, tmp_path, fai
         assert (
             wh.con.execute("SELECT status FROM synth_runs ORDER BY started_at DESC").fetchone()[0] == status
         )
+
+
+def test_a_400_that_is_not_about_the_format_keeps_the_structured_dialect():
+    """Only a refusal naming the response format steps the dialect down; a too-long prompt is just an error."""
+    from synth.client import ChatClient
+    from synth.config import GenerationParams
+
+    class TooLong(BaseHTTPRequestHandler):
+        def log_message(self, *a: object) -> None:
+            pass
+
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers["Content-Length"]))
+            body = b'{"error": {"message": "This model\'s maximum context length is 2048 tokens"}}'
+            self.send_response(400)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), TooLong)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        client = ChatClient(EndpointConfig(base_url=f"http://127.0.0.1:{srv.server_port}/v1", max_attempts=2))
+        before = list(client._formats)
+        result = client.complete([{"role": "user", "content": "hi"}], GenerationParams())
+        assert result.status == "error" and "maximum context length" in result.error
+        assert client._formats == before and client.structured
+    finally:
+        srv.shutdown()
+        srv.server_close()
