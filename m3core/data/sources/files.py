@@ -73,6 +73,14 @@ class RowMapper:
                 self.name, location, "not-an-object", f"row is {type(row).__name__}", content=str(row)[:500]
             )
             return
+        for key in (f.lang, f.query_lang):
+            value = row.get(key)
+            if value is not None and not isinstance(value, str):  # a language tag given, but not as text
+                yield Rejected(
+                    self.name, location, "bad-lang", f"{key!r} is {type(value).__name__}, not a language tag",
+                    content=json.dumps(row, ensure_ascii=False, default=str)[:500],
+                )  # fmt: skip
+                return
         lang = row.get(f.lang) or self.lang
         lang = normalize_lang(lang) if isinstance(lang, str) and lang else "und"
         query_lang = row.get(f.query_lang)

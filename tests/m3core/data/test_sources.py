@@ -82,6 +82,7 @@ def test_jsonl_bad_lines_are_rejected_with_line_numbers(tmp_path):
         json.dumps({"question": "no answer field"}).encode(),
         json.dumps(["not", "an", "object"]).encode(),
         json.dumps({"title": "A document", "text": "Body text of the document."}).encode(),
+        json.dumps({"question": "which language?", "answer": "a number is none", "lang": 7}).encode(),
     ]
     f.write_bytes(b"\n".join(lines) + b"\n")
     src = JsonlSource([f], RowMapper("qa", FieldMap.parse("query=question,positive=answer"), lang="en"))
@@ -94,6 +95,7 @@ def test_jsonl_bad_lines_are_rejected_with_line_numbers(tmp_path):
         f"{f}:3": "invalid-utf8",
         f"{f}:5": "missing-field",
         f"{f}:6": "not-an-object",
+        f"{f}:8": "bad-lang",
     }
     docs = [r for r in recs if isinstance(r, Document)]
     assert [d.title for d in docs] == ["A document"]
