@@ -156,6 +156,27 @@ def add_docs(wh: Warehouse) -> None:
         )
 
 
+def answering(code: int, body) -> ThreadingHTTPServer:
+    """A loopback server answering every POST with `code` and the JSON `body(request headers)`; started."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *a: object) -> None:
+            pass
+
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers["Content-Length"]))
+            data = json.dumps(body(self.headers)).encode()
+            self.send_response(code)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    return srv
+
+
 def _config(url: str, **budget: object) -> SynthConfig:
     return SynthConfig(
         endpoint=EndpointConfig(base_url=url, model="fake", timeout_s=0.5, backoff_base_s=0.01, backoff_max_s=0.05,
@@ -281,23 +302,10 @@ def test_budget_cap_stops_cleanly_and_rerun_continues(fake_llm, warehouse):
 def test_refused_key_stops_the_run_without_showing_it(warehouse, monkeypatch, caplog):
     """401 from the endpoint: a fatal, clear error that names the endpoint but not the key."""
 
-    class Refuse(BaseHTTPRequestHandler):
-        def log_message(self, *a: object) -> None:
-            pass
-
-        def do_POST(self) -> None:
-            self.rfile.read(int(self.headers["Content-Length"]))
-            # As OpenAI does: the refused key, echoed back in the message.
-            echoed = self.headers.get("Authorization", "")
-            body = json.dumps({"error": {"message": f"Incorrect API key provided: {echoed}"}}).encode()
-            self.send_response(401)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-    srv = ThreadingHTTPServer(("127.0.0.1", 0), Refuse)
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    # As OpenAI does: the refused key, echoed back in the message.
+    srv = answering(
+        401, lambda h: {"error": {"message": f"Incorrect API key provided: {h.get('Authorization')}"}}
+    )
     monkeypatch.setenv("M3_TEST_SYNTH_KEY", SECRET)
     caplog.set_level(logging.DEBUG)
     try:
@@ -348,21 +356,9 @@ def test_a_400_that_is_not_about_the_format_keeps_the_structured_dialect():
     from synth.client import ChatClient
     from synth.config import GenerationParams
 
-    class TooLong(BaseHTTPRequestHandler):
-        def log_message(self, *a: object) -> None:
-            pass
-
-        def do_POST(self) -> None:
-            self.rfile.read(int(self.headers["Content-Length"]))
-            body = b'{"error": {"message": "This model\'s maximum context length is 2048 tokens"}}'
-            self.send_response(400)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-    srv = ThreadingHTTPServer(("127.0.0.1", 0), TooLong)
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    srv = answering(
+        400, lambda h: {"error": {"message": "This model's maximum context length is 2048 tokens"}}
+    )
     try:
         client = ChatClient(EndpointConfig(base_url=f"http://127.0.0.1:{srv.server_port}/v1", max_attempts=2))
         before = list(client._formats)
