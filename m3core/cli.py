@@ -64,7 +64,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
-QUIET_LOGGERS = ("httpx", "httpcore", "openai", "urllib3")
+QUIET_LOGGERS = ("httpx", "httpcore", "httpx2", "httpcore2", "openai", "urllib3")  # httpx2: the openai SDK's
 
 
 def configure_logging(verbose: int = 0, quiet: bool = False) -> None:

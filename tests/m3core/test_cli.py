@@ -65,6 +65,7 @@ def test_http_request_logs_stay_below_info_unless_asked():
         cli.configure_logging(verbose=0)
         assert logging.getLogger("httpx").getEffectiveLevel() == logging.WARNING
         assert logging.getLogger("openai").getEffectiveLevel() == logging.WARNING
+        assert logging.getLogger("httpx2").getEffectiveLevel() == logging.WARNING
         cli.configure_logging(verbose=2)
         assert logging.getLogger("httpx").getEffectiveLevel() == logging.DEBUG
     finally:
