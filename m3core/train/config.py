@@ -93,9 +93,10 @@ class TrainConfig(BaseModel):
     def _reporters(cls, v: list[str]) -> list[str]:
         from m3core.train.callbacks import REPORTER_GROUP, installed_reporters
 
-        unknown = [name for name in v if name not in installed_reporters()]
+        installed = installed_reporters()
+        unknown = [name for name in v if name not in installed]
         if unknown:
-            known = ", ".join(sorted(installed_reporters())) or "none installed"
+            known = ", ".join(sorted(installed)) or "none installed"
             raise ValueError(f"report_to: unknown {unknown} (group {REPORTER_GROUP}: {known})")
         return v
 

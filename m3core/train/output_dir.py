@@ -36,6 +36,16 @@ def latest_checkpoint(output_dir: str | Path) -> Path | None:
     return max(found, key=lambda p: int(p.name.split("-")[1]), default=None)
 
 
+def resume_checkpoint(output_dir: str | Path, resume: str | Path) -> Path:
+    """The checkpoint `resume` names ("latest": the newest under `output_dir`); an error if it is not there."""
+    checkpoint = latest_checkpoint(output_dir) if str(resume) == "latest" else Path(resume)
+    if checkpoint is None:
+        raise ValueError(f"--resume: no complete checkpoint under {output_dir} (nothing to resume)")
+    if not (checkpoint / STATE_FILE).is_file():
+        raise ValueError(f"--resume {checkpoint}: not a complete checkpoint (no {STATE_FILE})")
+    return checkpoint
+
+
 def prepare(output_dir: str | Path, resume: str | Path | None = None, overwrite: bool = False) -> Path | None:
     """Check (and for `overwrite`, empty) `output_dir` before a run; returns the checkpoint to resume, or None."""
     out = Path(output_dir)
@@ -44,12 +54,7 @@ def prepare(output_dir: str | Path, resume: str | Path | None = None, overwrite:
     if resume:
         if overwrite:
             raise ValueError("--resume and --overwrite contradict each other: resume a run, or replace it")
-        checkpoint = latest_checkpoint(out) if str(resume) == "latest" else Path(resume)
-        if checkpoint is None:
-            raise ValueError(f"--resume: no complete checkpoint under {out} (nothing to resume)")
-        if not (checkpoint / STATE_FILE).is_file():
-            raise ValueError(f"--resume {checkpoint}: not a complete checkpoint (no {STATE_FILE})")
-        return checkpoint
+        return resume_checkpoint(out, resume)
     leftovers = sorted(p.name for p in out.iterdir() if p.name not in LAUNCH_FILES) if out.is_dir() else []
     if not leftovers:
         return None

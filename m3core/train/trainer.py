@@ -8,6 +8,7 @@ Runs alone (`m3 train --config F`) or under `torchrun` (one process per GPU; glo
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -34,7 +35,14 @@ from m3core.train.config import TrainConfig
 from m3core.train.data import TrainDataset
 from m3core.train.distributed import gather_with_grad, is_distributed, rank_and_world
 from m3core.train.losses import M3Loss, group_scores
-from m3core.train.output_dir import STATE_FILE, check_resume, data_fingerprint, latest_checkpoint, trim_log
+from m3core.train.output_dir import (  # latest_checkpoint: still importable from here
+    STATE_FILE,
+    check_resume,
+    data_fingerprint,
+    latest_checkpoint,  # noqa: F401
+    resume_checkpoint,
+    trim_log,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -371,15 +379,13 @@ class Trainer:
         for old in ckpts[:-limit] if limit else []:
             shutil.rmtree(old, ignore_errors=True)
 
-    @property
+    @functools.cached_property
     def data_fingerprint(self) -> str | None:
         """Digest of the training files (saved with each checkpoint; None for an in-memory dataset)."""
-        if not hasattr(self, "_data_fingerprint"):
-            from m3core.data.examples import jsonl_files
+        from m3core.data.examples import jsonl_files
 
-            files = jsonl_files(self.config.train_data) if self._dataset_from_config else []
-            self._data_fingerprint = data_fingerprint(files) if files else None
-        return self._data_fingerprint
+        files = jsonl_files(self.config.train_data) if self._dataset_from_config else []
+        return data_fingerprint(files) if files else None
 
     def resume(self, checkpoint: str | Path, force: bool = False) -> None:
         """Restore weights, optimizer, scheduler, sampler position and RNG states from `checkpoint`, after
@@ -408,13 +414,8 @@ class Trainer:
     def train(self, resume_from: str | Path | None = None, force: bool = False) -> dict[str, Any]:
         """Run to `max_steps`; `resume_from` a checkpoint (or "latest": an error if there is none)."""
         cfg = self.config
-        if str(resume_from) == "latest":
-            found = latest_checkpoint(self.out)
-            if found is None:
-                raise ValueError(f"--resume: no complete checkpoint under {self.out} (nothing to resume)")
-            resume_from = found
         if resume_from:
-            self.resume(resume_from, force=force)
+            self.resume(resume_checkpoint(self.out, resume_from), force=force)
         if self.rank == 0:
             cfg.save(self.out / "train_config.yaml")
             for cb in self.callbacks:
