@@ -7,6 +7,7 @@ order (`<s>`=0, `<pad>`=1, `</s>`=2, `<unk>`=3), so the model behaves like a min
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -71,11 +72,25 @@ def train_tokenizer(
         vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS, unk_token="<unk>", show_progress=False
     )
     tok.train_from_iterator(texts, trainer=trainer)
+    tok.model = canonical_unigram(tok.model, n_special=len(SPECIAL_TOKENS))
     bos, eos = tok.token_to_id("<s>"), tok.token_to_id("</s>")
     tok.post_processor = processors.TemplateProcessing(
         single="<s> $A </s>", pair="<s> $A </s> </s> $B </s>", special_tokens=[("<s>", bos), ("</s>", eos)]
     )
     return xlmr_tokenizer(tok, max_tokens)
+
+
+def canonical_unigram(model: models.Unigram, n_special: int) -> models.Unigram:
+    """`model` with its pieces in one fixed order: the specials first, then by score rounded to 1e-3, then by
+    text; the sorted scores are handed out in that order. `tokenizers`' Unigram trainer returns the same pieces in
+    a run-dependent order (hash-map iteration): near-ties swap, and the characters it must keep get scores
+    -1e-4 apart in whatever order it met them. Two builds from the same texts then gave different token ids and
+    the "same" seeded model differed run to run (the e2e test's before/after figures moved by 0.05)."""
+    vocab = json.loads(Tokenizer(model).to_str())["model"]["vocab"]
+    specials, rest = [tuple(v) for v in vocab[:n_special]], vocab[n_special:]
+    pieces = [p for p, _ in sorted(rest, key=lambda ps: (-round(ps[1], 3), ps[0]))]
+    scores = sorted((round(s, 9) for _, s in rest), reverse=True)  # the last bits vary run to run too
+    return models.Unigram(specials + list(zip(pieces, scores)), unk_id=SPECIAL_TOKENS.index("<unk>"), byte_fallback=False)
 
 
 class ScratchShape(BaseModel):

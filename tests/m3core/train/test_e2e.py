@@ -37,7 +37,7 @@ def trained(tiny_model_dir, tmp_path_factory):
     examples = textgen.retrieval_pairs(36, seed=7)
     data = textgen.write_training_jsonl(d / "t.jsonl", examples)
     cfg = textgen.tiny_train_config(
-        tiny_model_dir, d / "out", data, learning_rate=2e-3, max_steps=40, warmup_ratio=0.05,
+        tiny_model_dir, d / "out", data, learning_rate=2e-3, max_steps=60, warmup_ratio=0.05,
         temperature=0.05, tokens_per_batch=4096, max_batch_size=12, logging_steps=5,
     )  # fmt: skip
     before = mrr_per_mode(tiny_model_dir, examples)
@@ -49,13 +49,15 @@ def trained(tiny_model_dir, tmp_path_factory):
 
 def test_loss_falls(trained):
     _, _, summary, log, _ = trained
-    assert summary["steps"] == 40
+    assert summary["steps"] == 60
     assert log[-1]["loss"] < 0.7 * log[0]["loss"]
     for part in ("dense", "sparse", "colbert", "ensemble", "self_distill", "tokens_per_second"):
         assert part in log[0], part
 
 
 def test_every_mode_retrieves_better(trained):
+    # 60 steps: over training seeds 1-5 and 42 the smallest lift was dense +0.20, sparse +0.17, colbert +0.35;
+    # at 40 steps dense ranged +0.07..+0.21, too close to the bar.
     before, after, *_ = trained
     for mode in ("dense", "sparse", "colbert"):
         assert after[mode] > before[mode] + 0.1, (mode, before, after)
@@ -72,4 +74,4 @@ def test_outputs_are_saved_with_their_config(trained):
         "train_summary.json",
     ):
         assert (out / name).is_file(), name
-    assert TrainConfig.load(out / "train_config.yaml").max_steps == 40
+    assert TrainConfig.load(out / "train_config.yaml").max_steps == 60
