@@ -90,7 +90,8 @@ def canonical_unigram(model: models.Unigram, n_special: int) -> models.Unigram:
     specials, rest = [tuple(v) for v in vocab[:n_special]], vocab[n_special:]
     pieces = [p for p, _ in sorted(rest, key=lambda ps: (-round(ps[1], 3), ps[0]))]
     scores = sorted((round(s, 9) for _, s in rest), reverse=True)  # the last bits vary run to run too
-    return models.Unigram(specials + list(zip(pieces, scores)), unk_id=SPECIAL_TOKENS.index("<unk>"), byte_fallback=False)
+    canonical = specials + list(zip(pieces, scores, strict=True))
+    return models.Unigram(canonical, unk_id=SPECIAL_TOKENS.index("<unk>"), byte_fallback=False)
 
 
 class ScratchShape(BaseModel):
