@@ -72,7 +72,7 @@ def train_tokenizer(
         vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS, unk_token="<unk>", show_progress=False
     )
     tok.train_from_iterator(texts, trainer=trainer)
-    tok.model = canonical_unigram(tok.model, n_special=len(SPECIAL_TOKENS))
+    tok.model = canonical_unigram(tok.model)
     bos, eos = tok.token_to_id("<s>"), tok.token_to_id("</s>")
     tok.post_processor = processors.TemplateProcessing(
         single="<s> $A </s>", pair="<s> $A </s> </s> $B </s>", special_tokens=[("<s>", bos), ("</s>", eos)]
@@ -80,13 +80,14 @@ def train_tokenizer(
     return xlmr_tokenizer(tok, max_tokens)
 
 
-def canonical_unigram(model: models.Unigram, n_special: int) -> models.Unigram:
-    """`model` with its pieces in one fixed order: the specials first, then by score rounded to 1e-3, then by
+def canonical_unigram(model: models.Unigram) -> models.Unigram:
+    """`model` with its pieces in one fixed order: the `SPECIAL_TOKENS` first, then by score rounded to 1e-3, then by
     text; the sorted scores are handed out in that order. `tokenizers`' Unigram trainer returns the same pieces in
     a run-dependent order (hash-map iteration): near-ties swap, and the characters it must keep get scores
     -1e-4 apart in whatever order it met them. Two builds from the same texts then gave different token ids and
     the "same" seeded model differed run to run (the e2e test's before/after figures moved by 0.05)."""
     vocab = json.loads(Tokenizer(model).to_str())["model"]["vocab"]
+    n_special = len(SPECIAL_TOKENS)
     specials, rest = [tuple(v) for v in vocab[:n_special]], vocab[n_special:]
     pieces = [p for p, _ in sorted(rest, key=lambda ps: (-round(ps[1], 3), ps[0]))]
     scores = sorted((round(s, 9) for _, s in rest), reverse=True)  # the last bits vary run to run too
