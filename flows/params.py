@@ -142,6 +142,12 @@ class RegisterParams(BaseModel):
         "average.all.ndcg@10", description="promotion metric: dotted path into the eval report"
     )
     min_improvement: float = 0.0
+    retries: int = Field(
+        2, ge=0, description="retries of each MLflow task on a transient fault (server down)"
+    )
+    retry_delay_seconds: list[float] = Field(
+        default_factory=lambda: [10.0, 60.0], description="waits before those retries (the last one repeats)"
+    )
 
 
 class RetrainParams(BaseModel):

@@ -5,6 +5,10 @@ queries, a language, a set), and a champion measured on another set is not compa
 has no score on this set yet, the flow downloads it, evaluates it here with the same cached `evaluate_model`
 task the candidate went through, and records the result on the champion's version (tags keyed by eval set id:
 the next run on this set reads them instead of evaluating again). Then it decides on equal terms.
+
+The MLflow tasks retry transient faults (`RegisterParams.retries`); a registration a retry or a rerun picks up
+again is finished, not duplicated (`registry.register`). When the tracking server stays away, the flow fails
+with `RegistrationFailed`, whose message names the checkpoint (kept) and the command that registers it later.
 """
 
 from __future__ import annotations
@@ -21,7 +25,11 @@ from flows.settings import configure_environment, fingerprint, mlflow_experiment
 from m3core.paths import m3_home
 
 
-@task(retries=2, retry_delay_seconds=[10, 60], retry_condition_fn=transient)  # MLflow may be down
+class RegistrationFailed(RuntimeError):
+    """Registration did not happen (the tracking server stayed away, say); the message says how to retry it."""
+
+
+@task(retry_condition_fn=transient)  # retries: RegisterParams (MLflow may be down)
 def champion_to_reevaluate(model_name: str, metric: str, eval_set_id: str) -> dict | None:
     """`{"version", "checkpoint"}` of the champion when it has no `metric` on this eval set yet, else None.
 
@@ -50,7 +58,7 @@ def champion_to_reevaluate(model_name: str, metric: str, eval_set_id: str) -> di
     return {"version": champion.version, "checkpoint": str(checkpoint), "out_dir": str(dst / "eval")}
 
 
-@task(retries=2, retry_delay_seconds=[10, 60], retry_condition_fn=transient)
+@task(retry_condition_fn=transient)
 def record_champion_evaluation(
     model_name: str, version: str, report: dict, eval_set_id: str, metric: str
 ) -> None:
@@ -59,7 +67,7 @@ def record_champion_evaluation(
     record_evaluation(model_name, version, report, eval_set_id, metric)
 
 
-@task(retries=2, retry_delay_seconds=[10, 60], retry_condition_fn=transient)
+@task(retry_condition_fn=transient)
 def register(
     checkpoint: str,
     eval_report: dict,
@@ -102,6 +110,12 @@ def register(
     }
 
 
+def retry_delays(params: RegisterParams) -> list[float]:
+    """One wait per retry: the configured ones, the last repeated."""
+    delays = params.retry_delay_seconds or [0.0]
+    return [delays[min(i, len(delays) - 1)] for i in range(params.retries)]
+
+
 @flow(name="register_and_promote", log_prints=True)
 def register_and_promote_flow(
     checkpoint: str,
@@ -127,7 +141,8 @@ def register_and_promote_flow(
     params = params or RegisterParams()
     eval_params = eval_params or EvalParams()
     eval_set_id = fingerprint(eval_dir)
-    stale = champion_to_reevaluate(params.model_name, params.metric, eval_set_id)
+    retrying = {"retries": params.retries, "retry_delay_seconds": retry_delays(params)}
+    stale = champion_to_reevaluate.with_options(**retrying)(params.model_name, params.metric, eval_set_id)
     if stale is not None:
         report = evaluate_model(
             stale["checkpoint"],
@@ -138,13 +153,15 @@ def register_and_promote_flow(
             stale["out_dir"],
         )
         write_report(report, stale["out_dir"])
-        record_champion_evaluation(params.model_name, stale["version"], report, eval_set_id, params.metric)
+        record_champion_evaluation.with_options(**retrying)(
+            params.model_name, stale["version"], report, eval_set_id, params.metric
+        )
         create_markdown_artifact(
             markdown=f"### champion v{stale['version']} on eval set {eval_set_id}\n\nnDCG@10 ×100\n\n"
             + markdown_table(report),
             key="eval-champion",
         )
-    result = register(
+    result = register.with_options(**retrying)(
         checkpoint,
         eval_report,
         eval_set_id,

@@ -8,6 +8,8 @@ BM25) → register_and_promote. `python -m flows.retrain` runs it on the embedde
 from __future__ import annotations
 
 import json
+import os
+import re
 import shutil
 import sys
 import time
@@ -20,12 +22,14 @@ from flows.evaluate import choose_weights_flow, evaluate_flow
 from flows.mine_hard_negatives import mine_hard_negatives
 from flows.mine_pairs import mine_pairs
 from flows.params import RetrainParams, TrainParams
-from flows.register_and_promote import register_and_promote_flow
+from flows.register_and_promote import RegistrationFailed, register_and_promote_flow
 from flows.retries import transient
 from flows.settings import cache_dir, configure_environment, run_dir, warehouse_path
 from flows.synthesize_queries import synthesize_queries
 from flows.train import train_flow
 from m3core.train.config import TrainConfig
+
+REGISTRATION_FILE = "registration.json"  # what registering a run's model needs, beside retrain_params.json
 
 
 @task(retries=2, retry_delay_seconds=[10, 60], retry_condition_fn=transient)
@@ -130,7 +134,7 @@ def retrain(params: RetrainParams | None = None) -> dict:
         weights = timed(
             "choose_weights", choose_weights_flow, str(work / "model"), data["dev_dir"], params.eval
         )
-    report = timed(
+    timed(  # the reports are read back from their run directory by `register_run`
         "eval_trained",
         evaluate_flow,
         str(work / "model"),
@@ -142,7 +146,7 @@ def retrain(params: RetrainParams | None = None) -> dict:
     # The base model is scored only in the modes it really has: a plain backbone's fresh random heads say
     # nothing about it (its fresh ColBERT head scores misleadingly well), so such a base is dense only.
     base_modes = None if has_trained_heads(base) else ["dense"]
-    base_report = timed(
+    timed(
         "eval_base",
         evaluate_flow,
         base,
@@ -152,20 +156,21 @@ def retrain(params: RetrainParams | None = None) -> dict:
         "eval-base",
         base_modes,
     )
-    registered = timed(
-        "register",
-        register_and_promote_flow,
-        str(work / "model"),
-        report,
-        data["eval_dir"],
-        params.registry,
-        base_report,
-        base_model=base,
-        eval_params=params.eval,
-        train_config=cfg.model_dump(mode="json"),
-        data_snapshot=data["data_snapshot"],
-        run_params=params.model_dump(mode="json"),
+    (work / REGISTRATION_FILE).write_text(
+        json.dumps(
+            {
+                "checkpoint": str(work / "model"),
+                "eval_dir": data["eval_dir"],
+                "eval_report": str(work / "eval" / "trained" / "report.json"),
+                "base_report": str(work / "eval" / "base" / "report.json"),
+                "base_model": base,
+                "train_config": cfg.model_dump(mode="json"),
+                "data_snapshot": data["data_snapshot"],
+            },
+            indent=2,
+        )
     )
+    registered = timed("register", register_run, str(work))
     result = {
         "run": name,
         "work_dir": str(work),
@@ -184,6 +189,48 @@ def retrain(params: RetrainParams | None = None) -> dict:
     # models differ, so they would only grow the home (the reports keep every number).
     shutil.rmtree(cache_dir("embeddings"), ignore_errors=True)
     return result
+
+
+def register_run(work: str) -> dict:
+    """Register a retrain's trained model from its run directory, as the retrain does (`m3 register RUN_DIR`).
+
+    Reads the run's `retrain_params.json` and `registration.json` (written before registration starts), so a
+    registration that failed — the tracking server away longer than the retries — can be done later unchanged;
+    one that stopped halfway is finished, not duplicated. Raises `RegistrationFailed` naming the command.
+    """
+    run = Path(work)
+    params_file, inputs_file = run / "retrain_params.json", run / REGISTRATION_FILE
+    for f in (params_file, inputs_file):
+        if not f.is_file():
+            raise FileNotFoundError(
+                f"{run}: not a retrain run directory ready for registration (no {f.name})"
+            )
+    params = RetrainParams.model_validate_json(params_file.read_text())
+    inputs = json.loads(inputs_file.read_text())
+    try:
+        return register_and_promote_flow(
+            inputs["checkpoint"],
+            json.loads(Path(inputs["eval_report"]).read_text()),
+            inputs["eval_dir"],
+            params.registry,
+            json.loads(Path(inputs["base_report"]).read_text()),
+            base_model=inputs["base_model"],
+            eval_params=params.eval,
+            train_config=inputs["train_config"],
+            data_snapshot=inputs["data_snapshot"],
+            run_params=params.model_dump(mode="json"),
+        )
+    except Exception as err:
+        raise RegistrationFailed(
+            f"registering {inputs['checkpoint']} failed: {type(err).__name__}: {err}. The trained model is "
+            f"kept there; once the tracking server ({tracking_uri()}) answers, "
+            f"register it with: m3 register {run}"
+        ) from err
+
+
+def tracking_uri() -> str:
+    """MLFLOW_TRACKING_URI as it may be shown: without the user and password of an `https://user:pw@host` URI."""
+    return re.sub(r"//[^/@]*@", "//", os.environ.get("MLFLOW_TRACKING_URI", "(MLFLOW_TRACKING_URI unset)"))
 
 
 def quick(params: RetrainParams) -> RetrainParams:

@@ -5,7 +5,9 @@ and replaced by the loop below because we need what the SDK hides: the number of
 (stored in the warehouse and reported), a configurable backoff (tests run it with millisecond delays), a
 cap on server-directed waits, and retries on a 200 whose body is not valid JSON (a proxy or an overloaded
 server cut short), which the SDK surfaces as a parse error. The backoff is "full jitter" exponential:
-base·2^(attempt-1), capped, times a random factor in [0.5, 1).
+base·2^(attempt-1), capped, times a random factor in [0.5, 1). A stop signal (`ChatClient.stop()`, set by the
+run on Ctrl-C or a fatal error) cuts every backoff short and starts no further attempt: stopping waits at most
+for the attempt on the wire (bounded by `timeout_s`), never for retries.
 """
 
 from __future__ import annotations
@@ -54,6 +56,9 @@ class CallResult:
     attempts: int
     error: str | None = None
     structured: bool = False
+    # The client was stopped before the request got an answer: no outcome (the run does not store it; a rerun
+    # sends it again).
+    interrupted: bool = False
 
 
 def resolve_api_key(endpoint: EndpointConfig) -> SecretStr | None:
@@ -142,10 +147,15 @@ def _retry_after(err: openai.APIStatusError) -> float | None:
 
 
 class ChatClient:
-    """Sends one chat request with retries; safe to share between threads."""
+    """Sends one chat request with retries; safe to share between threads.
+
+    `stop()` ends every `complete` call in progress at its next backoff, or when its attempt on the wire returns,
+    and makes later calls return at once (results marked `interrupted`).
+    """
 
     def __init__(self, endpoint: EndpointConfig, api_key: SecretStr | None = None) -> None:
         self.endpoint = endpoint
+        self._stop = threading.Event()
         # Structured-output dialects to try, best first: OpenAI's json_schema (OpenAI, vLLM, Ollama, llama.cpp's
         # own server) and llama-cpp-python's json_object + schema; "auto" steps down when the server rejects one.
         mode = endpoint.structured_output
@@ -163,6 +173,10 @@ class ChatClient:
             max_retries=0,
             timeout=endpoint.timeout_s,
         )
+
+    def stop(self) -> None:
+        """No new attempt from now on, in any thread; backoff sleeps in progress end now."""
+        self._stop.set()
 
     @property
     def structured(self) -> bool:
@@ -228,6 +242,8 @@ class ChatClient:
         last_error = "no attempt made"
         t_start = time.monotonic()
         while attempt < ep.max_attempts:
+            if self._stop.is_set():
+                return self._interrupted(last_error, attempt, t_start)
             attempt += 1
             fmt = self._formats[0]
             kwargs = self._kwargs(messages, params)
@@ -265,7 +281,8 @@ class ChatClient:
             except openai.APITimeoutError:
                 last_error = f"timeout after {ep.timeout_s:g} s"
             except openai.APIConnectionError as err:
-                last_error = f"connection error: {self._short(err)}"
+                # The SDK's text is just "Connection error."; the cause says which: refused, reset, cut off.
+                last_error = f"connection error: {self._short(_root_cause(err))}"
             except (openai.APIResponseValidationError, json.JSONDecodeError, ValueError) as err:
                 # 200 with a body that is not the JSON it should be: transient on real servers.
                 last_error = f"malformed response: {self._short(err)}"
@@ -275,7 +292,8 @@ class ChatClient:
             log.info(
                 "attempt %d/%d failed (%s); retrying in %.2f s", attempt, ep.max_attempts, last_error, wait
             )
-            time.sleep(wait)
+            if self._stop.wait(wait):  # stopped during the backoff: no further attempt
+                return self._interrupted(last_error, attempt, t_start)
         return self._error(last_error, attempt, t_start)
 
     def _short(self, err: BaseException) -> str:
@@ -283,9 +301,39 @@ class ChatClient:
         return _short(redact(" ".join(str(err).split()), self._secrets))
 
     @staticmethod
+    def _interrupted(last_error: str, attempts: int, t_start: float) -> CallResult:
+        log.info("request stopped after %d attempt(s) (last: %s)", attempts, last_error)
+        message = f"stopped after {attempts} attempt(s); last: {last_error}"
+        return CallResult(
+            "error", None, 0, 0, time.monotonic() - t_start, attempts, message, interrupted=True
+        )
+
+    @staticmethod
     def _error(message: str, attempts: int, t_start: float) -> CallResult:
         log.warning("request failed after %d attempt(s): %s", attempts, message)
         return CallResult("error", None, 0, 0, time.monotonic() - t_start, attempts, error=message)
+
+
+def _root_cause(err: BaseException) -> BaseException:
+    """The innermost exception in `err`'s cause chain that says something (`err` itself if none does).
+
+    >>> try:
+    ...     try:
+    ...         raise ConnectionRefusedError(111, "Connection refused")
+    ...     except OSError as inner:
+    ...         raise RuntimeError("Connection error.") from inner
+    ... except RuntimeError as outer:
+    ...     print(_root_cause(outer))
+    [Errno 111] Connection refused
+    """
+    found, seen = err, {id(err)}
+    cur = err.__cause__ or err.__context__
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        if str(cur).strip():
+            found = cur
+        cur = cur.__cause__ or cur.__context__
+    return found
 
 
 def redact(text: str, secrets: list[str]) -> str:

@@ -240,7 +240,8 @@ def run(
 
     `api_key` overrides the environment variable named in the config (flows pass a Prefect Secret's value).
     Stops cleanly at a budget cap; raises `FatalEndpointError` (after recording the run) if the endpoint
-    refuses every request.
+    refuses every request. On Ctrl-C it stops at once (no retry or backoff is waited for, only an attempt on
+    the wire, at most `timeout_s`), records the run as stopped and re-raises the KeyboardInterrupt.
     """
     store.ensure_schema(warehouse)
     con = warehouse.con
@@ -268,34 +269,42 @@ def run(
     show = progress if progress is not None else log.isEnabledFor(logging.INFO)
     bar = tqdm(total=len(to_send), desc="synth", unit="req", disable=not show or not to_send)
     try:
-        with ChatClient(ep, api_key) as client, ThreadPoolExecutor(ep.concurrency) as pool:
+        with ChatClient(ep, api_key) as client:
+            pool = ThreadPoolExecutor(ep.concurrency)
             pending: dict[Future[CallResult], tuple[Item, int]] = {}
-            queue = iter(to_send)
-            exhausted = False
-            while True:
-                while not exhausted and rep.stop_reason is None and len(pending) < ep.concurrency:
-                    item = next(queue, None)
-                    if item is None:
-                        exhausted = True
+            try:
+                queue = iter(to_send)
+                exhausted = False
+                while True:
+                    while not exhausted and rep.stop_reason is None and len(pending) < ep.concurrency:
+                        item = next(queue, None)
+                        if item is None:
+                            exhausted = True
+                            break
+                        est = estimate_prompt_tokens(item.messages)
+                        refused = budget.reserve(est, config.params.max_tokens)
+                        if refused is not None:
+                            rep.stop_reason = refused
+                            break
+                        pending[pool.submit(client.complete, item.messages, config.params)] = (item, est)
+                    if not pending:
                         break
-                    est = estimate_prompt_tokens(item.messages)
-                    refused = budget.reserve(est, config.params.max_tokens)
-                    if refused is not None:
-                        rep.stop_reason = refused
-                        break
-                    pending[pool.submit(client.complete, item.messages, config.params)] = (item, est)
-                if not pending:
-                    break
-                done, _ = wait(pending, return_when=FIRST_COMPLETED)
-                for fut in done:
-                    item, est = pending.pop(fut)
-                    result = fut.result()  # FatalEndpointError propagates; the pool finishes in-flight ones
-                    budget.settle(
-                        est, config.params.max_tokens, result.prompt_tokens, result.completion_tokens
-                    )
-                    rep.n_sent += 1
-                    state.record(item, result)
-                    bar.update(1)
+                    done, _ = wait(pending, return_when=FIRST_COMPLETED)
+                    for fut in done:
+                        item, est = pending.pop(fut)
+                        result = fut.result()  # FatalEndpointError propagates
+                        _settle(state, budget, item, est, result)
+                        bar.update(1)
+            finally:
+                # Normally nothing is pending here. On Ctrl-C or a fatal error: no new attempt and no backoff
+                # sleep in any worker, queued calls cancelled; only an attempt on the wire (at most timeout_s) is
+                # waited for, and an answer it brings is kept.
+                client.stop()
+                pool.shutdown(wait=True, cancel_futures=True)
+                for fut, (item, est) in pending.items():
+                    if fut.cancelled() or fut.exception() is not None or fut.result().interrupted:
+                        continue
+                    _settle(state, budget, item, est, fut.result())
     except (FatalEndpointError, KeyboardInterrupt) as err:
         error = err
     finally:
@@ -327,6 +336,13 @@ def run(
     if isinstance(error, FatalEndpointError | KeyboardInterrupt):
         raise error
     return rep
+
+
+def _settle(state: _Run, budget: Budget, item: Item, est: int, result: CallResult) -> None:
+    """Account for and store one request's outcome."""
+    budget.settle(est, state.config.params.max_tokens, result.prompt_tokens, result.completion_tokens)
+    state.report.n_sent += 1
+    state.record(item, result)
 
 
 def _message(rep: RunReport, done_n: int) -> str:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -19,7 +20,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from flows.commands.register import REGISTRATION_FAILED
     from flows.params import RetrainParams
+    from flows.register_and_promote import RegistrationFailed
     from flows.retrain import retrain
     from flows.settings import configure_environment
 
@@ -37,7 +40,11 @@ def run(args: argparse.Namespace) -> int:
     if args.quick:
         params = params.quick()
     started = time.perf_counter()
-    result = retrain(params)
+    try:
+        result = retrain(params)
+    except RegistrationFailed as err:  # trained and evaluated; the message says how to register it later
+        print(f"m3 retrain: error: {err}", file=sys.stderr)
+        return REGISTRATION_FAILED
     print_summary(result, home, time.perf_counter() - started)
     return 0
 

@@ -1,9 +1,10 @@
 """A canary API key, planted through every way a key reaches the platform, is found nowhere it writes.
 
 Paths: the key variable (`M3_LLM_API_KEY`), a URL with userinfo (refused), and a server that echoes the key
-back in its error bodies (as OpenAI's 401 "Incorrect API key provided: Bearer …" does). Searched: the bytes of
-every file under the platform home (the DuckDB warehouse, the MLflow store, Prefect's home, run directories),
-the Prefect API's database, and everything the run logged or printed.
+back in its error bodies (as OpenAI's 401 "Incorrect API key provided: Bearer …" does); then a registration
+with the retrain's parameters, which the MLflow store keeps. Searched: the bytes of every file under the
+platform home (the DuckDB warehouse, the MLflow database and artifacts, Prefect's home and result storage, run
+directories), the Prefect API's database, and everything the run logged or printed.
 """
 
 from __future__ import annotations
@@ -56,11 +57,14 @@ class Echo(BaseHTTPRequestHandler):
         self.wfile.write(data)
 
 
-def test_the_canary_key_is_never_written(harness, tmp_path, monkeypatch, caplog, capfd):
+def test_the_canary_key_is_never_written(harness, tmp_path, monkeypatch, caplog, capfd, tiny_model_dir):
+    import shutil
+
     from prefect.settings import PREFECT_API_DATABASE_CONNECTION_URL
 
     from flows.mine_pairs import mine_pairs
-    from flows.params import MineParams, SynthParams
+    from flows.params import MineParams, RetrainParams, SynthParams
+    from flows.register_and_promote import register_and_promote_flow
     from flows.synthesize_queries import synthesize_queries
     from synth.config import BudgetConfig, EndpointConfig, SelectionConfig, SynthConfig
 
@@ -89,17 +93,32 @@ def test_the_canary_key_is_never_written(harness, tmp_path, monkeypatch, caplog,
             ),
             budget=BudgetConfig(max_requests=6),
         )
-        result = synthesize_queries(SynthParams(local_server=False, config=config), warehouse)
+        synth = SynthParams(local_server=False, config=config)
+        result = synthesize_queries(synth, warehouse)
     finally:
         srv.shutdown()
         srv.server_close()
     assert Echo.calls >= 2 and result["sent"] >= 1  # the server did echo the key at least once
+    # 3. A registration, as the retrain makes it: its parameters (the endpoint's among them) go to MLflow.
+    checkpoint = shutil.copytree(tiny_model_dir, harness / "runs" / "canary" / "model")
+    (tmp_path / "eval").mkdir()
+    (tmp_path / "eval" / "sets.txt").write_text("one set\n")
+    report = {"average": {"all": {"ndcg@10": 0.5}}, "sets": []}
+    registered = register_and_promote_flow(
+        str(checkpoint),
+        report,
+        str(tmp_path / "eval"),
+        run_params=RetrainParams(synth=synth).model_dump(mode="json"),
+    )
+    assert registered["version"] == "1"
 
     searched = [p for p in Path(harness).rglob("*") if p.is_file()]
     db_url = PREFECT_API_DATABASE_CONNECTION_URL.value() or ""
     if db_url.startswith("sqlite") and "///" in db_url:
         searched.append(Path(db_url.split("///", 1)[1]))
-    assert any(p.name == "warehouse.duckdb" for p in searched) and any(p.suffix == ".db" for p in searched)
+    names = {p.name for p in searched}
+    assert {"warehouse.duckdb", "mlflow.db", "retrain_params.json", "MLmodel"} <= names, sorted(names)
+    assert any("mlartifacts" in p.parts for p in searched)  # the MLflow store: its database and artifacts
     leaks = [str(p) for p in searched if p.exists() and CANARY.encode() in p.read_bytes()]
     assert not leaks, leaks
     out, err = capfd.readouterr()

@@ -368,3 +368,67 @@ def test_a_400_that_is_not_about_the_format_keeps_the_structured_dialect():
     finally:
         srv.shutdown()
         srv.server_close()
+
+
+@pytest.mark.faults
+@pytest.mark.timeout(60)
+def test_ctrl_c_stops_promptly_without_waiting_for_retries(fake_llm, tmp_path):
+    """SIGINT to `m3 synth generate` while every request is in a long retry backoff: the process exits at once
+    (it would wait 30-60 s for the retries otherwise), the run is recorded as stopped, a rerun completes."""
+    import signal
+    import subprocess
+    import sys
+
+    import yaml
+
+    from m3core.cli import main
+
+    srv = fake_llm(faults={}, always_500={d[0] for d in DOCS})
+    cfg = _config(srv.url)
+    # Each request: 5 attempts, 4 backoffs of 7.5-15 s each; the ones in flight at Ctrl-C have >= 30 s to go.
+    cfg.endpoint = cfg.endpoint.model_copy(
+        update={"max_attempts": 5, "backoff_base_s": 15.0, "backoff_max_s": 15.0, "timeout_s": 5.0}
+    )
+    config = tmp_path / "synth.yaml"
+    config.write_text(yaml.safe_dump(cfg.model_dump(mode="json")))
+    path = tmp_path / "cli.duckdb"
+    with Warehouse(path) as wh:
+        add_docs(wh)
+    cmd = [sys.executable, "-m", "m3core.cli", "-q", "synth", "--warehouse", str(path), "generate",
+           "--config", str(config)]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while sum(srv.attempts.values()) < cfg.endpoint.concurrency:  # every worker is now in its backoff
+            assert proc.poll() is None and time.monotonic() < deadline, "the run never sent its requests"
+            time.sleep(0.02)
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        try:
+            _out, err = proc.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"still running {time.monotonic() - t0:.1f} s after Ctrl-C: it waits for the retries")
+        took = time.monotonic() - t0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert took < 8, f"exited {took:.1f} s after Ctrl-C"
+    # As before: KeyboardInterrupt propagates out of the CLI (the interpreter ends by SIGINT).
+    assert proc.returncode == -signal.SIGINT and "KeyboardInterrupt" in err, (proc.returncode, err[-2000:])
+    # No new attempt started after the interrupt (the in-flight ones were cut short in their backoff).
+    assert sum(srv.attempts.values()) == cfg.endpoint.concurrency
+    with Warehouse(path, read_only=True) as wh:
+        status, reason, n_sent = wh.con.execute(
+            "SELECT status, stop_reason, n_sent FROM synth_runs"
+        ).fetchone()
+    assert (status, reason, n_sent) == ("stopped", "KeyboardInterrupt", 0)
+
+    # The endpoint recovers: the rerun sends every request once and completes.
+    srv.always_500.clear()
+    assert main(["-q", "synth", "--warehouse", str(path), "generate", "--config", str(config)]) == 0
+    assert srv.successes == len(DOCS)
+    with Warehouse(path, read_only=True) as wh:
+        runs = wh.con.execute("SELECT status FROM synth_runs ORDER BY started_at").fetchall()
+        n_ok = wh.con.execute("SELECT count(*) FROM synth_requests WHERE status = 'ok'").fetchone()[0]
+    assert (runs, n_ok) == ([("stopped",), ("complete",)], len(DOCS))
