@@ -54,6 +54,7 @@ def weights(out_dir):
     return state
 
 
+@pytest.mark.faults
 def test_killed_and_resumed_run_matches_uninterrupted(tmp_path, tiny_model_dir):
     full_cfg, full_out = make_config(tmp_path, tiny_model_dir, "full")
     run = launch(full_cfg)
