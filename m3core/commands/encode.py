@@ -15,6 +15,9 @@ EXAMPLE_PASSAGES = [
     "gzip reduziert die Größe der angegebenen Dateien mit Lempel-Ziv-Kodierung.",
     "grep cherche des motifs dans chaque fichier et affiche les lignes correspondantes.",
 ]
+# The keys of m3core.retrieval.sparse_formats.SPARSE_FORMATS (a test checks it), spelled out here because
+# importing that module loads the retrieval package (faiss, scipy), and building the `m3` parser stays cheap.
+SPARSE_FORMAT_NAMES = ("ids", "tokens", "qdrant", "milvus", "elasticsearch")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -27,9 +30,26 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--mcls", action="store_true", help="MCLS mode for long documents")
     p.add_argument("--output", help="write a JSON file with all outputs (ColBERT vectors included)")
+    p.add_argument(
+        "--sparse-format",
+        choices=SPARSE_FORMAT_NAMES,
+        default="ids",
+        help=(
+            "how --output writes each text's lexical weights: ids = {token id: weight} (the encoder's own; "
+            "default); tokens = {token text: weight}; qdrant = {indices, values} (a Qdrant SparseVector); "
+            "milvus = {token id: weight} sorted by id (JSON keys are strings: int(key) is Milvus's index); "
+            "elasticsearch = {token text: weight} for a sparse_vector field (zero weights left out). "
+            "Where ids decode to the same text, the text keeps the largest weight. The file names the format "
+            "under 'sparse_format' (not written for ids). A scipy CSR matrix has no JSON form: use "
+            "m3core.retrieval.sparse_formats.to_csr from Python"
+        ),
+    )
 
 
 def run(args: argparse.Namespace) -> int:
+
+    if args.sparse_format != "ids" and not args.output:
+        raise ValueError(f"--sparse-format {args.sparse_format} says how --output writes: give --output FILE")
 
     from m3core import M3Embedder, scoring
 
@@ -71,17 +91,22 @@ def run(args: argparse.Namespace) -> int:
         for mode, m in s.items():
             print(f"  {mode:8s} " + " | ".join(" ".join(f"{x:7.3f}" for x in row) for row in m))
     if args.output:
+        from m3core.retrieval.sparse_formats import SPARSE_FORMATS
+
+        result = {
+            "texts": texts,
+            "dense_vecs": out["dense_vecs"].tolist(),
+            "lexical_weights": SPARSE_FORMATS[args.sparse_format](out["lexical_weights"], emb.tokenizer),
+            "colbert_vecs": [v.tolist() for v in out["colbert_vecs"]],
+        }
+        if args.sparse_format != "ids":
+            result["sparse_format"] = args.sparse_format
         with open(args.output, "w", encoding="utf-8") as fh:
-            json.dump(
-                {
-                    "texts": texts,
-                    "dense_vecs": out["dense_vecs"].tolist(),
-                    "lexical_weights": out["lexical_weights"],
-                    "colbert_vecs": [v.tolist() for v in out["colbert_vecs"]],
-                },
-                fh,
-            )
-        print(f"wrote {args.output}")
+            json.dump(result, fh)
+        print(
+            f"wrote {args.output}"
+            + ("" if args.sparse_format == "ids" else f" ({args.sparse_format} lexical weights)")
+        )
     return 0
 
 
