@@ -25,6 +25,7 @@ COMMANDS: dict[str, str] = {
     "encode": "m3core.commands.encode",
     "mine": "m3core.commands.mine",
     "export": "m3core.commands.export",
+    "export-onnx": "m3core.commands.export_onnx",
     "build-model": "m3core.commands.build_model",
     "extend-positions": "m3core.commands.extend_positions",
     "backbone": "m3core.commands.backbone",

@@ -6,7 +6,13 @@
 
 How it encodes: all texts are tokenized once (one fast-tokenizer call), sorted by length, cut into batches of at
 most `batch_size` texts and `max_batch_tokens` padded tokens (so 8192-token documents don't share a batch size
-with sentences), run under `torch.inference_mode` (fp16/bf16 on GPU), and restored to input order.
+with sentences), run by a backend, and restored to input order.
+
+Backends: a backend ("runner") turns one padded numpy batch `(input_ids, attention_mask, cls_mask)` into
+`(dense, sparse, colbert, colbert_mask)` numpy arrays; everything else (tokenization, batching, lexical dicts,
+ColBERT rows, prompts, scoring) is this module's, shared. `torch` (`TorchRunner`: `M3Model` under
+`torch.inference_mode`, fp16/bf16 on GPU) or `onnx` (`m3core.onnx_runtime.OnnxRunner`: an `m3 export-onnx`
+directory in onnxruntime, CPU), chosen by `backend=`, by default `onnx` exactly when the path is an export.
 """
 
 from __future__ import annotations
@@ -20,10 +26,12 @@ import torch
 from tqdm.auto import tqdm
 
 from m3core import scoring
+from m3core.config import M3Config
 from m3core.heads.sparse import weights_to_dicts
 from m3core.mcls import insert_cls
 from m3core.model import M3Model
 from m3core.modes import FLAG_SCORE_KEYS, Mode
+from m3core.onnx_runtime import is_onnx_export
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +55,65 @@ def validate_texts(texts: str | Iterable[str], what: str = "texts") -> tuple[lis
     return texts, single
 
 
+class TorchRunner:
+    """The torch backend: an `M3Model` on one device; a padded numpy batch in, numpy outputs out.
+
+    Dense-only calls run no head work: `M3Model.forward` skips the heads whose flags are off.
+    """
+
+    def __init__(self, model: M3Model, device: torch.device, dtype: torch.dtype):
+        self.model = model.to(device, dtype=dtype).eval()
+        self.device = device
+
+    @property
+    def config(self) -> M3Config:
+        return self.model.config
+
+    @property
+    def tokenizer(self):
+        return self.model.tokenizer
+
+    @property
+    def max_tokens(self) -> int:
+        return self.model.max_tokens
+
+    @property
+    def dense_dim(self) -> int:
+        return int(self.model.backbone.config.hidden_size)
+
+    def check_length(self, max_length: int) -> None:
+        self.model.check_length(max_length)
+
+    @torch.inference_mode()
+    def __call__(
+        self,
+        input_ids: np.ndarray,
+        attention_mask: np.ndarray,
+        cls_mask: np.ndarray | None,
+        *,
+        dense: bool,
+        sparse: bool,
+        colbert: bool,
+    ) -> tuple[np.ndarray | None, ...]:
+        """`(dense [B, H], sparse [B, L], colbert [B, L-1, D], colbert_mask [B, L-1])` float32/bool, None where
+        not asked."""
+        t_cls = None if cls_mask is None else torch.from_numpy(cls_mask).to(self.device)
+        out = self.model(
+            torch.from_numpy(input_ids).to(self.device),
+            torch.from_numpy(attention_mask).to(self.device),
+            dense=dense,
+            sparse=sparse,
+            colbert=colbert,
+            cls_mask=t_cls,
+        )
+        return (
+            out.dense.float().cpu().numpy() if dense else None,
+            out.sparse.float().cpu().numpy() if sparse else None,
+            out.colbert.float().cpu().numpy() if colbert else None,
+            out.colbert_mask.cpu().numpy() if colbert else None,
+        )
+
+
 class M3Embedder:
     """Encode texts into dense vectors, lexical weights and ColBERT vectors; score pairs in all modes.
 
@@ -64,6 +131,13 @@ class M3Embedder:
         passage_instruction_for_retrieval: prefix for passages in `encode_corpus`; default the profile's
             `passage_instruction` (e5: `passage: `). Pass `""` for none.
         mcls: encode long texts in MCLS mode (see `m3core.mcls`).
+        backend: `torch` or `onnx` (an `m3 export-onnx` directory, run by onnxruntime on CPU); default `onnx`
+            when `model_name_or_path` is such a directory, else `torch`. Both return the same structures.
+        onnx_variant: with `onnx`, which graph of the export: `fp32` (default) or `int8` (`--int8` exports).
+        threads: with `onnx`, onnxruntime's intra-op threads (default `torch.get_num_threads()`).
+
+    Attributes: `model` is the `M3Model` with the torch backend and None with `onnx`; `config` (the model's
+    `M3Config`) and `tokenizer` are there with both.
     """
 
     def __init__(
@@ -89,6 +163,9 @@ class M3Embedder:
         mcls: bool = False,
         trust_remote_code: bool = False,
         show_progress: bool | None = None,
+        backend: str | None = None,
+        onnx_variant: str = "fp32",
+        threads: int | None = None,
         **unused: Any,
     ):
         if unused:
@@ -102,23 +179,39 @@ class M3Embedder:
                     )
                 devices = devices[0]
             device = str(devices)
-        if isinstance(model_name_or_path, M3Model):
-            self.model = model_name_or_path
+        backend = _choose_backend(model_name_or_path, backend)
+        if pooling_method is not None and pooling_method not in ("cls", "mean"):
+            raise ValueError(f"pooling_method must be 'cls' or 'mean', got {pooling_method!r}")
+        if backend == "onnx":
+            from m3core.onnx_runtime import OnnxRunner
+
+            if device is not None and torch.device(device).type != "cpu":
+                raise ValueError(
+                    f"backend='onnx' runs on CPU (onnxruntime's CPU provider), got device={device!r}"
+                )
+            self.runner = OnnxRunner(model_name_or_path, variant=onnx_variant, threads=threads)
+            _check_fixed_at_export(
+                self.runner.config, model_name_or_path, normalize_embeddings, pooling_method
+            )
+            self.model, self.device = None, torch.device("cpu")
         else:
-            self.model = M3Model.from_pretrained(model_name_or_path, trust_remote_code=trust_remote_code)
-        cfg = self.model.config
-        if normalize_embeddings is not None:
-            cfg.normalize_dense = normalize_embeddings
-        if pooling_method is not None:
-            if pooling_method not in ("cls", "mean"):
-                raise ValueError(f"pooling_method must be 'cls' or 'mean', got {pooling_method!r}")
-            cfg.pooling = pooling_method
-        self.tokenizer = self.model.tokenizer
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        dtype = torch.float32
-        if self.device.type == "cuda":
-            dtype = torch.bfloat16 if use_bf16 else (torch.float16 if use_fp16 else torch.float32)
-        self.model.to(self.device, dtype=dtype).eval()
+            if isinstance(model_name_or_path, M3Model):
+                model = model_name_or_path
+            else:
+                model = M3Model.from_pretrained(model_name_or_path, trust_remote_code=trust_remote_code)
+            if normalize_embeddings is not None:
+                model.config.normalize_dense = normalize_embeddings
+            if pooling_method is not None:
+                model.config.pooling = pooling_method
+            self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+            dtype = torch.float32
+            if self.device.type == "cuda":
+                dtype = torch.bfloat16 if use_bf16 else (torch.float16 if use_fp16 else torch.float32)
+            self.runner = TorchRunner(model, self.device, dtype)
+            self.model = model
+        self.backend = backend
+        self.tokenizer = self.runner.tokenizer
+        cfg = self.config
         if batch_size < 1 or max_batch_tokens < 1:
             raise ValueError(
                 f"batch_size ({batch_size}) and max_batch_tokens ({max_batch_tokens}) must be >= 1"
@@ -146,10 +239,15 @@ class M3Embedder:
         self.mcls = mcls
         self.show_progress = show_progress
 
+    @property
+    def config(self) -> M3Config:
+        """The model's `M3Config` (read at each call: prompts, lengths and MCLS stride may be changed on it)."""
+        return self.runner.config
+
     def _length(self, asked: int | None, default: int) -> int:
         if asked is None:
-            return min(default, self.model.max_tokens)
-        self.model.check_length(asked)
+            return min(default, self.runner.max_tokens)
+        self.runner.check_length(asked)
         return asked
 
     # ------------------------------------------------------------------ encoding
@@ -193,9 +291,9 @@ class M3Embedder:
                 "nothing to encode: set at least one of return_dense, return_sparse, return_colbert_vecs"
             )
         max_length = self.passage_max_length if max_length is None else max_length
-        self.model.check_length(max_length)
+        self.runner.check_length(max_length)
         if not texts:  # nothing to encode: empty outputs of the right shapes
-            dim = self.model.backbone.config.hidden_size
+            dim = self.runner.dense_dim
             return {
                 "dense_vecs": np.zeros((0, dim), dtype=np.float32) if dense else None,
                 "lexical_weights": [] if sparse else None,
@@ -223,7 +321,7 @@ class M3Embedder:
         cls_id = self.tokenizer.cls_token_id
         if cls_id is None:
             raise ValueError("MCLS needs a tokenizer with a CLS token")
-        pairs = [insert_cls(x, cls_id, self.model.config.mcls_stride, self.model.max_tokens) for x in ids]
+        pairs = [insert_cls(x, cls_id, self.config.mcls_stride, self.runner.max_tokens) for x in ids]
         return [p[0] for p in pairs], [p[1] for p in pairs]
 
     def _batches(self, lengths: np.ndarray, batch_size: int) -> list[np.ndarray]:
@@ -237,7 +335,6 @@ class M3Embedder:
             start += n
         return batches
 
-    @torch.inference_mode()
     def _encode_ids(
         self,
         ids: list[list[int]],
@@ -268,28 +365,22 @@ class M3Embedder:
                 mask[row, : lengths[i]] = 1
             cls_mask = None
             if cls_positions is not None:
-                cls_mask = torch.zeros((len(index), width), dtype=torch.bool)
+                cls_mask = np.zeros((len(index), width), dtype=bool)
                 for row, i in enumerate(index):
                     cls_mask[row, cls_positions[i]] = True
-                cls_mask = cls_mask.to(self.device)
-            t_ids = torch.from_numpy(input_ids).to(self.device)
-            t_mask = torch.from_numpy(mask).to(self.device)
-            out = self.model(t_ids, t_mask, dense=dense, sparse=sparse, colbert=colbert, cls_mask=cls_mask)
+            dense_b, sparse_b, colbert_b, keep = self.runner(
+                input_ids, mask, cls_mask, dense=dense, sparse=sparse, colbert=colbert
+            )
             if dense:
-                vecs = out.dense.float().cpu().numpy()
                 if dense_out is None:
-                    dense_out = np.empty((n, vecs.shape[1]), dtype=np.float32)
-                dense_out[index] = vecs
+                    dense_out = np.empty((n, dense_b.shape[1]), dtype=np.float32)
+                dense_out[index] = dense_b
             if sparse:
-                for i, d in zip(
-                    index, weights_to_dicts(out.sparse.float().cpu().numpy(), input_ids), strict=True
-                ):
+                for i, d in zip(index, weights_to_dicts(sparse_b, input_ids), strict=True):
                     lexical[i] = d
             if colbert:
-                vecs = out.colbert.float().cpu().numpy()
-                keep = out.colbert_mask.cpu().numpy()
                 for row, i in enumerate(index):
-                    colbert_out[i] = vecs[row][keep[row]]
+                    colbert_out[i] = colbert_b[row][keep[row]]
         return {"dense_vecs": dense_out, "lexical_weights": lexical, "colbert_vecs": colbert_out}
 
     # ------------------------------------------------------------------ scoring
@@ -376,3 +467,35 @@ class M3Embedder:
         items = [lexical_weights] if single else lexical_weights
         out = [{self.tokenizer.decode([int(t)]): w for t, w in d.items()} for d in items]
         return out[0] if single else out
+
+
+def _choose_backend(model: str | M3Model, backend: str | None) -> str:
+    """`torch` or `onnx`: as asked (checked against what `model` is), else `onnx` exactly for an export dir."""
+    if backend not in (None, "torch", "onnx"):
+        raise ValueError(f"backend must be 'torch' or 'onnx', got {backend!r}")
+    onnx_dir = not isinstance(model, M3Model) and is_onnx_export(model)
+    if backend == "onnx" and not onnx_dir:
+        what = (
+            "an M3Model in memory" if isinstance(model, M3Model) else f"{model}: not an ONNX export directory"
+        )
+        raise ValueError(f"backend='onnx' needs an `m3 export-onnx` directory; got {what}")
+    if backend == "torch" and onnx_dir:
+        raise ValueError(
+            f"{model}: is an ONNX export (no torch weights); load it with backend='onnx', or load the model "
+            "it was exported from with backend='torch'"
+        )
+    return backend or ("onnx" if onnx_dir else "torch")
+
+
+def _check_fixed_at_export(cfg: M3Config, where, normalize: bool | None, pooling: str | None) -> None:
+    """The ONNX graph pools and normalizes as exported: asking for otherwise is an error, not a silent no-op."""
+    if normalize is not None and normalize != cfg.normalize_dense:
+        raise ValueError(
+            f"{where}: the ONNX graph was exported with normalize_dense={cfg.normalize_dense}; "
+            f"normalize_embeddings={normalize} needs a new export"
+        )
+    if pooling is not None and pooling != cfg.pooling:
+        raise ValueError(
+            f"{where}: the ONNX graph was exported with pooling={cfg.pooling!r}; "
+            f"pooling_method={pooling!r} needs a new export"
+        )
