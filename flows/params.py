@@ -142,6 +142,7 @@ class RegisterParams(BaseModel):
         "average.all.ndcg@10", description="promotion metric: dotted path into the eval report"
     )
     min_improvement: float = 0.0
+    onnx: bool = Field(True, description="log the ONNX export (fp32, int8) with each version; served on CPU")
     retries: int = Field(
         2, ge=0, description="retries of each MLflow task on a transient fault (server down)"
     )

@@ -93,6 +93,7 @@ def register(
         train_config=train_config,
         data_snapshot=data_snapshot,
         run_params=run_params,
+        onnx=params.onnx,
     )
     get_run_logger().info("registered %s v%s: %s", r.name, r.version, r.decision.reason)
     return {

@@ -17,6 +17,7 @@ from mlflow.exceptions import MlflowException
 logger = logging.getLogger(__name__)
 
 CHECKPOINT_ARTIFACT = "checkpoint"  # the artifact key of registry.log_model.log_m3_model
+ONNX_ARTIFACT = "onnx"  # its ONNX export (m3core.onnx_export), what the pyfunc serves from on CPU
 
 
 def version_for_alias(name: str, alias: str, client: MlflowClient | None = None) -> ModelVersion | None:

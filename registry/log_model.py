@@ -1,8 +1,14 @@
-"""Log an M3 checkpoint to MLflow as a pyfunc (models-from-code `pyfunc_model.py` + the checkpoint artifact)."""
+"""Log an M3 checkpoint to MLflow as a pyfunc (models-from-code `pyfunc_model.py` + the checkpoint artifact).
+
+With `onnx=True` (the default) the model's ONNX export (`m3core.onnx_export`: fp32 and int8 graphs, tokenizer,
+profile) is logged beside the checkpoint as the artifact `onnx`, and the pyfunc serves from it on CPU (see
+`registry.pyfunc_model`). The checkpoint stays the source of truth: training, negatives and re-evaluation use it.
+"""
 
 from __future__ import annotations
 
 import logging
+import tempfile
 from importlib import metadata
 from pathlib import Path
 
@@ -10,7 +16,7 @@ import mlflow
 from mlflow.models import ModelSignature
 from mlflow.types.schema import Array, ColSpec, Map, ParamSchema, ParamSpec, Schema
 
-from registry.aliases import CHECKPOINT_ARTIFACT
+from registry.aliases import CHECKPOINT_ARTIFACT, ONNX_ARTIFACT
 from registry.pyfunc_model import PARAM_DEFAULTS
 
 logger = logging.getLogger(__name__)
@@ -20,6 +26,7 @@ M3CORE_DIR = Path(__file__).resolve().parent.parent / "m3core"
 # What the pyfunc needs at load time (explicit: MLflow's inference costs seconds and guesses).
 RUNTIME_PACKAGES = (
     "torch",
+    "onnxruntime",
     "transformers",
     "tokenizers",
     "safetensors",
@@ -69,9 +76,15 @@ def pip_requirements() -> list[str]:
 
 
 def log_m3_model(
-    checkpoint: str | Path, name: str = "model", registered_model_name: str | None = None, **kwargs
+    checkpoint: str | Path,
+    name: str = "model",
+    registered_model_name: str | None = None,
+    *,
+    onnx: bool = True,
+    **kwargs,
 ):
-    """Log `checkpoint` as a pyfunc in the active run; returns MLflow's `ModelInfo`.
+    """Log `checkpoint` as a pyfunc in the active run (with its ONNX export unless `onnx=False`); returns
+    MLflow's `ModelInfo`.
 
     m3core travels with the model (`code_paths`), so a consumer needs only the pip requirements.
     """
@@ -89,16 +102,24 @@ def log_m3_model(
         "query_instruction": profile.query_instruction,
         "passage_instruction": profile.passage_instruction,
         "hybrid_weights": list(profile.hybrid_weights or PRESETS["short"]),
+        "onnx": onnx,
         **kwargs.pop("metadata", {}),
     }
-    return mlflow.pyfunc.log_model(
-        metadata=metadata,
-        name=name,
-        python_model=str(MODEL_FILE),
-        artifacts={CHECKPOINT_ARTIFACT: str(checkpoint)},
-        code_paths=[str(M3CORE_DIR)],
-        signature=signature(),
-        pip_requirements=pip_requirements(),
-        registered_model_name=registered_model_name,
-        **kwargs,
-    )
+    with tempfile.TemporaryDirectory(prefix="m3-onnx-") as tmp:
+        artifacts = {CHECKPOINT_ARTIFACT: str(checkpoint)}
+        if onnx:
+            from m3core.onnx_export import export_onnx
+
+            export_onnx(checkpoint, Path(tmp) / ONNX_ARTIFACT, int8=True)
+            artifacts[ONNX_ARTIFACT] = str(Path(tmp) / ONNX_ARTIFACT)
+        return mlflow.pyfunc.log_model(
+            metadata=metadata,
+            name=name,
+            python_model=str(MODEL_FILE),
+            artifacts=artifacts,
+            code_paths=[str(M3CORE_DIR)],
+            signature=signature(),
+            pip_requirements=pip_requirements(),
+            registered_model_name=registered_model_name,
+            **kwargs,
+        )

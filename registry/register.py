@@ -200,6 +200,7 @@ def register_and_promote(
     data_snapshot: str = "",
     run_params: dict[str, Any] | None = None,
     description: str = "",
+    onnx: bool = True,
 ) -> Registration:
     """Log + register `checkpoint`, alias it `challenger`, and move `champion` to it if the policy says so.
 
@@ -208,6 +209,7 @@ def register_and_promote(
     otherwise the decision is "not comparable". `base_has_heads` defaults to looking at `base_model` (or the
     training config's `model`); with neither known only the base's dense mode counts. A registration of this
     checkpoint that did not complete is finished instead of adding a version (see the module docstring).
+    `onnx`: log the checkpoint's ONNX export with it (`registry.log_model`), which the pyfunc serves on CPU.
     """
     policy = policy or PromotionPolicy()
     client = MlflowClient()
@@ -269,7 +271,7 @@ def register_and_promote(
                 card, encoding="utf-8"
             )  # before logging: the artifact carries it
             version, run_id = _log_and_create_version(
-                checkpoint, name, digest, eval_report, base_report, card, run_params, train_config
+                checkpoint, name, digest, eval_report, base_report, card, run_params, train_config, onnx
             )
         else:
             version, run_id = str(unfinished.version), unfinished.run_id
@@ -327,6 +329,7 @@ def _log_and_create_version(
     card: str,
     run_params: dict[str, Any] | None,
     train_config: dict[str, Any],
+    onnx: bool,
 ) -> tuple[str, str]:
     """Log the checkpoint and its reports in a run, then create the version, pending; returns (version, run id)."""
     own_run = mlflow.active_run() is None
@@ -341,7 +344,7 @@ def _log_and_create_version(
             mlflow.log_dict(run_params, "retrain_params.json")
         if train_config:
             mlflow.log_dict(train_config, "train_config.json")
-        info = log_m3_model(checkpoint)
+        info = log_m3_model(checkpoint, onnx=onnx)
         # The digest and the pending state are creation tags: no version exists without them.
         mv = mlflow.register_model(info.model_uri, name, tags={DIGEST_TAG: digest, STATE_TAG: PENDING})
     finally:

@@ -62,7 +62,7 @@ import mlflow
 from registry.register import register_and_promote
 mlflow.set_experiment("faults")
 register_and_promote(sys.argv[1], sys.argv[2], json.loads(sys.argv[3]), "eval-set-1", base_report=json.loads(sys.argv[4]),
-                     base_model=sys.argv[1])
+                     base_model=sys.argv[1], onnx=False)
 """
 
 
@@ -105,11 +105,13 @@ def test_a_registration_killed_halfway_is_finished_by_the_rerun(tiny_model_dir, 
     try:
         mlflow.set_experiment("faults")
         r = register_and_promote(checkpoint, "m3-kill", REPORT, "eval-set-1", base_report=BASE_REPORT,
-                                 base_model=checkpoint)  # fmt: skip
+                                 base_model=checkpoint, onnx=False)  # fmt: skip
         assert r.version == str(killed.version) and r.decision.promote
         assert_one_complete_version(client, "m3-kill", checkpoint)
         # A completed registration is left alone: registering the same checkpoint again is a new version.
-        again = register_and_promote(checkpoint, "m3-kill", REPORT, "eval-set-1", base_model=checkpoint)
+        again = register_and_promote(
+            checkpoint, "m3-kill", REPORT, "eval-set-1", base_model=checkpoint, onnx=False
+        )
         assert int(again.version) == int(killed.version) + 1
     finally:
         mlflow.set_tracking_uri(None)
@@ -162,7 +164,7 @@ def run_dir(tmp_path: Path, checkpoint: Path) -> Path:
     (run / "eval" / "trained" / "report.json").write_text(json.dumps(REPORT))
     (run / "eval" / "base" / "report.json").write_text(json.dumps(BASE_REPORT))
     params = RetrainParams(
-        registry=RegisterParams(model_name="m3-down", retries=2, retry_delay_seconds=[0.5])
+        registry=RegisterParams(model_name="m3-down", onnx=False, retries=2, retry_delay_seconds=[0.5])
     )
     (run / "retrain_params.json").write_text(params.model_dump_json())
     (run / "registration.json").write_text(json.dumps({

@@ -54,9 +54,10 @@ def checkpoint(tiny_model_dir, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def registered(store, checkpoint):
-    """Three versions: v1 first (promoted), v2 worse (rejected), v3 better (promoted)."""
+    """Three versions: v1 first (promoted), v2 worse (rejected), v3 better (promoted). Only v3 carries the ONNX
+    export (the default; v1 and v2 skip it to save its ~10 s), so the champion's pyfunc serves from ONNX."""
     out = []
-    for value in (0.40, 0.35, 0.45):
+    for value, onnx in ((0.40, False), (0.35, False), (0.45, True)):
         out.append(
             register_and_promote(
                 checkpoint,
@@ -66,6 +67,7 @@ def registered(store, checkpoint):
                 train_config={"model": str(checkpoint), "lr": 1e-3},
                 data_snapshot="snap-1",
                 base_report=report(0.30),
+                onnx=onnx,
             )
         )
     return out
@@ -167,6 +169,42 @@ def test_pyfunc_predict_with_each_param_combination(registered, checkpoint):
         ["river " * 200], params={"max_length": 8, "return_colbert": True, "return_dense": False}
     )
     assert np.array(short["colbert_vecs"][0]).shape[0] == 7  # 8 tokens minus CLS
+
+
+def test_the_pyfunc_serves_the_onnx_export_on_cpu(registered, monkeypatch):
+    """v3 was logged with its ONNX export: `auto` serves it (fp32, torch's outputs to 1e-5), `torch` and
+    `onnx-int8` are there on request; v1 has no export, so `auto` is torch and `onnx` a clear error."""
+    champion = mlflow.pyfunc.load_model("models:/m3-test@champion")
+    assert champion.unwrap_python_model().backend == "onnx-fp32"
+    params = {"return_sparse": True, "return_colbert": True, "input_type": "passage"}
+    onnx_out = champion.predict(TEXTS, params=params)
+    monkeypatch.setenv("M3_PYFUNC_BACKEND", "torch")
+    torch_model = mlflow.pyfunc.load_model("models:/m3-test@champion")
+    assert torch_model.unwrap_python_model().backend == "torch"
+    torch_out = torch_model.predict(TEXTS, params=params)
+    np.testing.assert_allclose(
+        np.array(onnx_out["dense_vecs"].tolist()), np.array(torch_out["dense_vecs"].tolist()), atol=1e-5
+    )
+    for a, b in zip(onnx_out["lexical_weights"], torch_out["lexical_weights"], strict=True):
+        assert a.keys() == b.keys() and a == pytest.approx(b, abs=1e-5)
+    np.testing.assert_allclose(
+        np.array(onnx_out["colbert_vecs"][1]), np.array(torch_out["colbert_vecs"][1]), atol=1e-5
+    )
+    monkeypatch.setenv("M3_PYFUNC_BACKEND", "onnx-int8")
+    int8 = mlflow.pyfunc.load_model("models:/m3-test@champion")
+    assert int8.unwrap_python_model().backend == "onnx-int8"
+    cos = [float(np.dot(a, b) / np.linalg.norm(a) / np.linalg.norm(b)) for a, b in zip(
+        int8.predict(TEXTS)["dense_vecs"], torch_out["dense_vecs"], strict=True)]  # fmt: skip
+    assert min(cos) > 0.98, cos
+    v1 = f"models:/m3-test/{registered[0].version}"
+    monkeypatch.setenv("M3_PYFUNC_BACKEND", "auto")
+    assert mlflow.pyfunc.load_model(v1).unwrap_python_model().backend == "torch"
+    monkeypatch.setenv("M3_PYFUNC_BACKEND", "onnx")
+    with pytest.raises(Exception, match="logged without its ONNX export"):
+        mlflow.pyfunc.load_model(v1)
+    monkeypatch.setenv("M3_PYFUNC_BACKEND", "tensorrt")
+    with pytest.raises(Exception, match="expected one of"):
+        mlflow.pyfunc.load_model(v1)
 
 
 def test_wrongly_typed_param_is_rejected(registered):
