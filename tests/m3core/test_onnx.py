@@ -187,3 +187,26 @@ def test_overwrite_and_inputs_longer_than_traced_and_original(tiny_model_dir, on
     want = M3Embedder(str(long_dir), show_progress=False).encode(texts, max_length=1024, **ALL)
     assert want["colbert_vecs"][0].shape[0] > 600
     assert_same(want, emb.encode(texts, max_length=1024, **ALL))
+
+
+def test_m3_eval_on_the_export_reports_the_torch_models_numbers(onnx_dir, tiny_model_dir, tmp_path, capsys):
+    """`m3 eval` takes the export directory as its `--model` (the backend is detected): same figures as torch."""
+    sets = textgen.write_toy_eval_sets(tmp_path / "sets", ("en", "zh"), n_topics=24, seed=3)
+    reports = {}
+    for name, model in (("torch", tiny_model_dir), ("onnx", onnx_dir)):
+        out = tmp_path / name
+        argv = [
+            "-q",
+            "eval",
+            "--model",
+            str(model),
+            "--eval-set",
+            str(sets),
+            "--modes",
+            "dense,sparse,colbert,all",
+        ]
+        assert cli.main([*argv, "--out", str(out)]) == 0
+        reports[name] = json.loads((out / "report.json").read_text())["average"]
+    assert reports["onnx"].keys() == reports["torch"].keys() and "all" in reports["onnx"]
+    for mode, metrics in reports["torch"].items():
+        assert reports["onnx"][mode] == pytest.approx(metrics, abs=1e-6), mode
