@@ -195,6 +195,11 @@ class M3Embedder:
             )
             self.model, self.device = None, torch.device("cpu")
         else:
+            if onnx_variant != "fp32":
+                raise ValueError(
+                    f"onnx_variant={onnx_variant!r} needs an `m3 export-onnx` directory; "
+                    f"{model_name_or_path} runs in torch"
+                )
             if isinstance(model_name_or_path, M3Model):
                 model = model_name_or_path
             else:

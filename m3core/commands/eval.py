@@ -37,6 +37,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--index", choices=["flat", "hnsw", "ivf"], default="flat", help="faiss dense index kind"
     )
     parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument(
+        "--onnx-variant",
+        choices=("fp32", "int8"),
+        default="fp32",
+        help="with an `m3 export-onnx` directory as --model: which graph (int8 needs an --int8 export)",
+    )
     parser.add_argument("--query-max-length", type=int, default=None)
     parser.add_argument("--passage-max-length", type=int, default=None)
     parser.add_argument(
@@ -99,6 +105,7 @@ def run(args: argparse.Namespace) -> int:
             pooling_method=args.pooling,
             query_instruction_for_retrieval=args.query_instruction,
             passage_instruction_for_retrieval=args.passage_instruction,
+            onnx_variant=args.onnx_variant,
         )
     report = evaluate(embedder, sets, config, model_id=args.model, failures=failures)
     out = (

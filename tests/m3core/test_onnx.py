@@ -210,3 +210,14 @@ def test_m3_eval_on_the_export_reports_the_torch_models_numbers(onnx_dir, tiny_m
     assert reports["onnx"].keys() == reports["torch"].keys() and "all" in reports["onnx"]
     for mode, metrics in reports["torch"].items():
         assert reports["onnx"][mode] == pytest.approx(metrics, abs=1e-6), mode
+
+
+def test_m3_eval_onnx_variant(onnx_dir, tiny_model_dir, tmp_path, capsys):
+    """`--onnx-variant int8` evaluates the int8 graph; asked of a torch model it is one clear error (exit 2)."""
+    sets = textgen.write_toy_eval_sets(tmp_path / "sets", ("en",), n_topics=16, seed=4)
+    argv = ["-q", "eval", "--eval-set", str(sets), "--modes", "dense", "--onnx-variant", "int8"]
+    assert cli.main([*argv, "--model", str(onnx_dir), "--out", str(tmp_path / "int8")]) == 0
+    assert json.loads((tmp_path / "int8" / "report.json").read_text())["average"]["dense"]["ndcg@10"] > 0
+    capsys.readouterr()
+    assert cli.main([*argv, "--model", str(tiny_model_dir), "--out", str(tmp_path / "torch")]) == 2
+    assert "needs an `m3 export-onnx` directory" in capsys.readouterr().err
