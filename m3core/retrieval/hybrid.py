@@ -53,7 +53,9 @@ def model_weights(embedder: object, override: str | Sequence[float] | None = Non
     (`hybrid_weights` in its m3_config.json, chosen on a dev split after training), else the `short` preset."""
     if override is not None:
         return resolve_weights(override)
-    saved = getattr(getattr(getattr(embedder, "model", None), "config", None), "hybrid_weights", None)
+    # `M3Embedder.config` is the profile with either backend (with ONNX, `embedder.model` is None).
+    config = getattr(embedder, "config", None) or getattr(getattr(embedder, "model", None), "config", None)
+    saved = getattr(config, "hybrid_weights", None)
     return resolve_weights(tuple(saved) if saved else "short")
 
 

@@ -221,3 +221,16 @@ def test_m3_eval_onnx_variant(onnx_dir, tiny_model_dir, tmp_path, capsys):
     capsys.readouterr()
     assert cli.main([*argv, "--model", str(tiny_model_dir), "--out", str(tmp_path / "torch")]) == 2
     assert "needs an `m3 export-onnx` directory" in capsys.readouterr().err
+
+
+def test_the_exports_hybrid_weights_are_the_models(tiny_model_dir, tmp_path):
+    """The profile's hybrid weights (chosen on a dev split) travel with the export and are the ones used."""
+    from m3core.retrieval.hybrid import model_weights
+
+    model = shutil.copytree(tiny_model_dir, tmp_path / "model")
+    cfg = M3Config.load(model)
+    cfg.hybrid_weights = [0.25, 0.5, 1.0]
+    cfg.save(model)
+    assert cli.main(["-q", "export-onnx", str(model), str(tmp_path / "onnx")]) == 0
+    onnx = M3Embedder(str(tmp_path / "onnx"), show_progress=False)
+    assert tuple(model_weights(onnx)) == tuple(model_weights(M3Embedder(str(model)))) == (0.25, 0.5, 1.0)
