@@ -1,21 +1,27 @@
-"""Encoding throughput: our `M3Embedder` against FlagEmbedding's `BGEM3FlagModel`, same weights, same inputs.
+"""Encoding throughput: our `M3Embedder` (torch, ONNX fp32, ONNX int8) against FlagEmbedding's `BGEM3FlagModel`.
 
     .venv/bin/python bench/conformance_flagembedding.py --setup-only   # once: the reference venv
-    .venv/bin/python bench/encode.py [--quick] [--threads 2] [--budgets 8192,16384,65536]
+    .venv/bin/python bench/encode.py [--quick] [--threads 2] [--cases short,long,mixed] [--budgets 8192,16384]
 
 Model: the real multilingual backbone (multilingual-e5-small, 12 layers, hidden 384, from
-`m3 backbone fetch multilingual-e5-small`) with M3 heads, saved once by our `save_pretrained` so both sides read the
-same files. Inputs: short multilingual sentences (~20-40 tokens) and long passages (~500 tokens). Outputs: the
-dense vector alone, and all three (dense + lexical weights + ColBERT vectors). Each figure is the best of
-`--repeats` full `encode` calls (strings in, numpy out: tokenization, padding and post-processing included),
-after one warm-up call on a slice. The reference stays loaded in its own venv (`flagembedding_driver.py
---serve`, a subprocess) and the two sides alternate call by call, never at once, so load from other processes
-on a shared machine hits both alike. Both pin torch to `--threads` intra-op threads. FlagEmbedding's `encode`
-runs its first (longest) batch twice (a batch-size probe); that is part of its cost as users get it.
+`m3 backbone fetch multilingual-e5-small`) with M3 heads, saved once by our `save_pretrained` so every side reads
+the same weights; its ONNX export (`m3 export-onnx --int8`: `model.onnx` fp32 and `model.int8.onnx`) is made
+once next to it in the bench cache and reused while it is newer than the model directory. Inputs: short
+multilingual sentences (~20-40 tokens), long passages (~500 tokens), and a mixed corpus (half short queries, half
+passages of ~100-500 tokens, in a random order). Outputs: the dense vector alone, and all three (dense + lexical
+weights + ColBERT vectors). Sides: `FlagEmbedding`, `ours-torch`, `ours-onnx-fp32`, `ours-onnx-int8` (the same
+`M3Embedder` code, tokenization and batching; only the backend differs). Each figure is the best of `--repeats`
+full `encode` calls (strings in, numpy out: tokenization, padding and post-processing included), after one
+warm-up call on a slice. The reference stays loaded in its own venv (`flagembedding_driver.py --serve`, a
+subprocess) and all sides take turns call by call, never at once, so load from other processes on a shared
+machine hits them alike. Every side is pinned to `--threads` intra-op threads (torch's on the torch sides,
+onnxruntime's session threads on the ONNX sides). FlagEmbedding's `encode` runs its first (longest) batch twice
+(a batch-size probe); that is part of its cost as users get it.
 
 Model FLOP/s counts the forward pass on the real (unpadded) tokens: per layer 2·n·(4H² + 2·H·F) for the
 projections and feed-forward plus 4·n²·H for attention scores and the weighted sum, plus the heads; the
-fraction is against a large fp32 `torch.mm` measured in the same process.
+fraction is against a large fp32 `torch.mm` measured in the same process (int8 is held to the same fp32 count
+and peak, so its fraction says how much faster than fp32 matmuls it runs, and can pass 100%).
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ import contextlib
 import json
 import logging
 import os
+import random
 import subprocess
 import sys
 import time
@@ -43,6 +50,12 @@ from conformance_flagembedding import (
 )
 
 BENCH_DIR = ROOT / ".cache" / "bench"
+CASES = ("short", "long", "mixed")
+REFERENCE = "FlagEmbedding"
+TORCH = "ours-torch"
+ONNX_SIDES = {"ours-onnx-fp32": "fp32", "ours-onnx-int8": "int8"}  # side → `onnx_variant`
+# The issue's goals, per row, as multiples of FlagEmbedding's texts/s.
+GOALS = {"ours-onnx-fp32": 1.5, "ours-onnx-int8": 3.0}
 
 
 def forward_flops(lengths: list[int], config, colbert_dim: int, outputs: str) -> float:
@@ -61,6 +74,36 @@ def prepare_model(workdir: Path) -> Path:
     if (target / "colbert_linear.pt").is_file():
         return target
     return build_models(workdir, ["e5"])["e5"][0]
+
+
+def prepare_onnx(model_dir: Path) -> Path:
+    """`m3 export-onnx MODEL_DIR <cache>/e5-onnx --int8`, once: reused while it is an int8 export of `model_dir`
+    newer than every file there. Run as a subprocess: the export peaks at ~4 GB, which this process then keeps."""
+    from m3core.config import CONFIG_NAME
+    from m3core.onnx_runtime import onnx_manifest
+
+    target = model_dir.parent / f"{model_dir.name}-onnx"
+    manifest = onnx_manifest(target)
+    if (
+        manifest is not None
+        and "int8" in manifest["files"]
+        and manifest.get("source") == str(model_dir)
+        and (target / CONFIG_NAME).stat().st_mtime >= max(f.stat().st_mtime for f in model_dir.iterdir())
+    ):
+        return target
+    m3 = Path(sys.executable).parent / "m3"
+    print(f"exporting {model_dir} to ONNX (fp32 + int8) in {target} ...", file=sys.stderr)
+    subprocess.run([str(m3), "export-onnx", str(model_dir), str(target), "--int8", "--overwrite"], check=True)
+    return target
+
+
+def mixed_texts(n: int, seed: int) -> list[str]:
+    """`n` texts: half short queries (1-2 sentences, ~15-45 tokens), half passages (8-31 sentences, ~100-500
+    tokens), shuffled (seeded) so neither side gets them grouped by kind."""
+    n_queries = n // 2
+    texts = make_texts(n_queries, (1, 2), seed=seed) + make_texts(n - n_queries, (8, 31), seed=seed + 1)
+    random.Random(seed).shuffle(texts)
+    return texts
 
 
 class ReferenceServer:
@@ -122,23 +165,37 @@ def time_ours(embedder, case: dict, warmup: bool) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="smaller inputs (256 short, 24 long texts)")
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=2, help="best of N, reference and ours alternating")
-    parser.add_argument("--n-short", type=int, default=None, help="short texts (default 3000, --quick 256)")
-    parser.add_argument("--n-long", type=int, default=None, help="long texts (default 200, --quick 24)")
+    parser.add_argument(
+        "--quick", action="store_true", help="a smoke run: 128 short, 12 long, 64 mixed texts, best of 1"
+    )
+    parser.add_argument("--threads", type=int, default=2, help="intra-op threads of every side")
+    parser.add_argument(
+        "--repeats", type=int, default=None, help="best of N, all sides taking turns (default 2, --quick 1)"
+    )
+    parser.add_argument("--cases", default=",".join(CASES), help=f"comma list of {', '.join(CASES)}")
+    parser.add_argument("--n-short", type=int, default=None, help="short texts (default 3000, --quick 128)")
+    parser.add_argument("--n-long", type=int, default=None, help="long texts (default 200, --quick 12)")
+    parser.add_argument(
+        "--n-mixed", type=int, default=None, help="mixed corpus texts (default 3000, --quick 64)"
+    )
     parser.add_argument(
         "--budgets",
         default="",
-        help="extra runs of ours with these max_batch_tokens values (comma list), all three outputs",
+        help="extra runs of ours-torch with these max_batch_tokens values (comma list), all three outputs",
     )
     parser.add_argument("--no-reference", action="store_true", help="ours only (no FlagEmbedding venv)")
+    parser.add_argument("--no-onnx", action="store_true", help="no ONNX sides (no export)")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     os.environ.update(OFFLINE_ENV)
-    n_short = args.n_short or (256 if args.quick else 3000)
-    n_long = args.n_long or (24 if args.quick else 200)
+    names = [c.strip() for c in args.cases.split(",") if c.strip()]
+    if not names or set(names) - set(CASES):
+        parser.error(f"--cases: expected a comma list of {', '.join(CASES)}, got {args.cases!r}")
+    n_short = args.n_short or (128 if args.quick else 3000)
+    n_long = args.n_long or (12 if args.quick else 200)
+    n_mixed = args.n_mixed or (64 if args.quick else 3000)
+    repeats = args.repeats or (1 if args.quick else 2)
     if not args.no_reference and not reference_ready():
         print(
             f"no FlagEmbedding venv at {VENV}: run conformance_flagembedding.py --setup-only", file=sys.stderr
@@ -146,21 +203,31 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     threads = pin_threads(args.threads)
-    peak_start = matmul_peak_flops()
     BENCH_DIR.mkdir(parents=True, exist_ok=True)
     model_dir = prepare_model(BENCH_DIR)
+    onnx_dir = None if args.no_onnx else prepare_onnx(model_dir)
+    load_start = os.getloadavg()
+    peak_start = matmul_peak_flops()
 
     from m3core.embedder import M3Embedder
 
     emb = M3Embedder(model_dir, use_fp16=False, device="cpu", show_progress=False)
     cfg = emb.model.backbone.config
     colbert_dim = emb.model.colbert_head.dim
-    inputs = {
-        "short": (make_texts(n_short, (1, 2), seed=11), 512),
-        "long": (make_texts(n_long, (28, 36), seed=13), 512),
+    onnx = {}  # side → an embedder on that graph of the export, onnxruntime pinned to the same threads
+    if onnx_dir is not None:
+        for side, variant in ONNX_SIDES.items():
+            onnx[side] = M3Embedder(
+                onnx_dir, backend="onnx", onnx_variant=variant, threads=threads, show_progress=False
+            )
+    corpora = {
+        "short": lambda: make_texts(n_short, (1, 2), seed=11),
+        "long": lambda: make_texts(n_long, (28, 36), seed=13),
+        "mixed": lambda: mixed_texts(n_mixed, seed=17),
     }
     cases = []
-    for name, (texts, max_length) in inputs.items():
+    for name in names:
+        texts, max_length = corpora[name](), 512
         lengths = [len(x) for x in emb.tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]]
         for outputs in ("dense", "all"):
             cases.append(
@@ -174,31 +241,30 @@ def main(argv: list[str] | None = None) -> int:
                 }
             )
 
-    # Reference and ours alternate, run by run, so a burst of load on this shared machine hits both sides
-    # alike; best of `repeats` per side. Never concurrent: the idle side waits on a pipe.
     server = None if args.no_reference else ReferenceServer(model_dir, threads, BENCH_DIR / "reference.log")
     default_budget = emb.max_batch_tokens
     budgets = [int(b) for b in args.budgets.split(",") if b.strip()]
 
-    def ours_with(budget: int):
+    def ours_with(embedder, budget: int):
         def run(case: dict, warmup: bool) -> float:
-            emb.max_batch_tokens = budget
-            return time_ours(emb, case, warmup)
+            embedder.max_batch_tokens = budget
+            return time_ours(embedder, case, warmup)
 
         return run
 
-    # Every variant of a case runs once per round, in turn (reference, ours, ours with other token budgets), so
-    # a burst of load from other processes on this shared machine hits all alike; best of `repeats` rounds.
-    # Never concurrent: the reference waits on its pipe while ours runs.
+    # Every side of a case runs once per round, in turn (reference, ours-torch, ours-onnx-fp32, ours-onnx-int8,
+    # ours-torch with other token budgets), so a burst of load from other processes on this shared machine hits
+    # all alike; best of `repeats` rounds. Never concurrent: the reference waits on its pipe while ours runs.
     seconds: dict[tuple[str, str, str], float] = {}
     for c in cases:
-        variants = [("ours", ours_with(default_budget))]
+        sides = [(TORCH, ours_with(emb, default_budget))]
         if server is not None:
-            variants.insert(0, ("FlagEmbedding", server.time))
+            sides.insert(0, (REFERENCE, server.time))
+        sides += [(side, ours_with(e, default_budget)) for side, e in onnx.items()]
         if c["outputs"] == "all":
-            variants += [(f"ours, max_batch_tokens={b}", ours_with(b)) for b in budgets]
-        for r in range(args.repeats):
-            for side, run in variants:
+            sides += [(f"{TORCH}, max_batch_tokens={b}", ours_with(emb, b)) for b in budgets]
+        for r in range(repeats):
+            for side, run in sides:
                 key = (c["name"], c["outputs"], side)
                 seconds[key] = min(seconds.get(key, float("inf")), run(c, r == 0))
     emb.max_batch_tokens = default_budget
@@ -208,20 +274,29 @@ def main(argv: list[str] | None = None) -> int:
 
     rows, figures = [], []
 
-    def add(case: dict, side: str, seconds: float, ratio: str) -> None:
+    def add(case: dict, side: str, seconds: float, ref: float | None, torch_s: float | None) -> None:
         tokens = sum(case["lengths"])
         flops = forward_flops(case["lengths"], cfg, colbert_dim, case["outputs"]) / seconds
+        vs_ref = ref / seconds if ref and side != REFERENCE else None
+        vs_torch = torch_s / seconds if torch_s and side.startswith("ours-onnx") else None
+        goal = ""
+        if side in GOALS and vs_ref is not None:
+            goal = f"≥ {GOALS[side]:g}x: {'yes' if vs_ref >= GOALS[side] else 'NO'}"
+        lengths = case["lengths"]
         rows.append(
             [
-                f"{case['name']} ({len(case['texts'])} texts, {tokens / len(case['texts']):.0f} tok avg)",
+                f"{case['name']} ({len(lengths)} texts, {min(lengths)}-{max(lengths)} tok, "
+                f"{tokens / len(lengths):.0f} avg)",
                 "dense" if case["outputs"] == "dense" else "dense+sparse+colbert",
                 side,
                 f"{seconds:.2f}",
-                f"{len(case['texts']) / seconds:.1f}",
+                f"{len(lengths) / seconds:.1f}",
                 f"{tokens / seconds:.0f}",
                 f"{flops / 1e9:.1f}",
                 f"{100 * flops / peak:.0f}%",
-                ratio,
+                f"{vs_ref:.2f}x" if vs_ref else "",
+                f"{vs_torch:.2f}x" if vs_torch else "",
+                goal,
             ]
         )
         figures.append(
@@ -230,30 +305,55 @@ def main(argv: list[str] | None = None) -> int:
                 "outputs": case["outputs"],
                 "side": side,
                 "seconds": seconds,
+                "texts": len(lengths),
                 "tokens": tokens,
+                "flops": flops * seconds,
+                "vs_reference": vs_ref,
+                "vs_torch": vs_torch,
             }
         )
 
     for c in cases:
-        ref = seconds.get((c["name"], c["outputs"], "FlagEmbedding"))
+        ref = seconds.get((c["name"], c["outputs"], REFERENCE))
+        torch_s = seconds.get((c["name"], c["outputs"], TORCH))
         for (name, outputs, side), t in seconds.items():
             if (name, outputs) == (c["name"], c["outputs"]):
-                ratio = f"{ref / t:.2f}x" if ref and side != "FlagEmbedding" else ""
-                add(c, side, t, ratio)
+                add(c, side, t, ref, torch_s)
 
     env = env_summary(threads)
+    load = {"start": load_start, "end": os.getloadavg()}
     print(
         f"\nencode throughput: {Path(model_dir).name} (hidden {cfg.hidden_size}, {cfg.num_hidden_layers} layers), "
-        f"fp32, CPU '{env['cpu']}', torch {env['torch']}, {threads} threads pinned on both sides, "
-        f"best of {args.repeats}, alternating; fp32 matmul peak {peak / 1e9:.1f} GFLOP/s (2048^3 torch.mm, same run); "
-        f"ours default max_batch_tokens={M3Embedder.__init__.__kwdefaults__['max_batch_tokens']}"
+        f"CPU '{env['cpu']}', torch {env['torch']}, {threads} intra-op threads pinned on every side, "
+        f"best of {repeats}, alternating; fp32 matmul peak {peak / 1e9:.1f} GFLOP/s (2048^3 torch.mm, same run); "
+        f"ours default max_batch_tokens={M3Embedder.__init__.__kwdefaults__['max_batch_tokens']}; "
+        f"load average (1 / 5 / 15 min) {'/'.join(f'{x:.1f}' for x in load['start'])} at the start, "
+        f"{'/'.join(f'{x:.1f}' for x in load['end'])} at the end"
     )
+    if onnx_dir is not None:
+        import onnxruntime
+
+        print(f"ONNX: {onnx_dir} (onnxruntime {onnxruntime.__version__}, CPU provider)")
     print_table(
-        ["inputs", "outputs", "side", "s", "texts/s", "tokens/s", "model GFLOP/s", "of peak", "ours/ref"],
+        [
+            "inputs",
+            "outputs",
+            "side",
+            "s",
+            "texts/s",
+            "tokens/s",
+            "model GFLOP/s",
+            "of peak",
+            "vs FlagEmb.",
+            "vs torch",
+            "goal",
+        ],
         rows,
     )
     if args.json:
-        args.json.write_text(json.dumps({"env": env, "peak_flops": peak, "figures": figures}, indent=2))
+        args.json.write_text(
+            json.dumps({"env": env, "peak_flops": peak, "load": load, "figures": figures}, indent=2)
+        )
     return 0
 
 
