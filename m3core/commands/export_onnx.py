@@ -59,6 +59,8 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out_dir)
     for variant, name in manifest["files"].items():
         size = sum(os.path.getsize(p) for p in out.glob(name + "*"))  # the graph and any external data
-        print(f"{out / name}: {variant}, {size / 1e6:.1f} MB")
+        kept = manifest["int8_fp32_matmuls"] if variant == "int8" else {}
+        note = f" ({len(kept)} MatMuls with outlier inputs kept fp32)" if kept else ""
+        print(f"{out / name}: {variant}, {size / 1e6:.1f} MB{note}")
     print(f"exported in {manifest['export_seconds']} s; load with M3Embedder({str(out)!r})")
     return 0

@@ -155,6 +155,7 @@ def test_int8_is_close_to_fp32(onnx_dir, onnx_emb):
     a, b = onnx_emb.encode(TEXTS, **ALL), int8.encode(TEXTS, **ALL)
     cos = (a["dense_vecs"] * b["dense_vecs"]).sum(1)
     assert cos.min() >= 0.98, cos  # measured here: >= 0.9999
+    assert M3Config.load(onnx_dir).extra["onnx"]["int8_fp32_matmuls"] == {}  # random weights: no outliers
     for x, y in zip(a["colbert_vecs"], b["colbert_vecs"], strict=True):
         assert x.shape == y.shape and (x * y).sum(1).min() >= 0.95
 
@@ -234,3 +235,41 @@ def test_the_exports_hybrid_weights_are_the_models(tiny_model_dir, tmp_path):
     assert cli.main(["-q", "export-onnx", str(model), str(tmp_path / "onnx")]) == 0
     onnx = M3Embedder(str(tmp_path / "onnx"), show_progress=False)
     assert tuple(model_weights(onnx)) == tuple(model_weights(M3Embedder(str(model)))) == (0.25, 0.5, 1.0)
+
+
+def test_int8_keeps_a_matmul_with_outlier_inputs_in_fp32(tiny_model_dir, tmp_path):
+    """A feed-forward input with a massive activation (one token, one channel: what real encoders have) stays
+    fp32 in the int8 graph, and the manifest says which and why; the other MatMuls are quantized."""
+    import onnx
+    import torch
+
+    from m3core.onnx_export import CALIBRATION_TEXTS, OUTLIER_RATIO
+
+    model = M3Model.from_pretrained(tiny_model_dir)
+    layer = model.backbone.encoder.layer[0]
+    seen = []  # the layer-norm output the feed-forward reads, over the calibration tokens
+    hook = layer.attention.output.LayerNorm.register_forward_hook(lambda m, i, o: seen.append(o[0, :, 0]))
+    with torch.no_grad():
+        for text in CALIBRATION_TEXTS:
+            model.backbone(**model.tokenizer(text, return_tensors="pt", truncation=True, max_length=512))
+    hook.remove()
+    top2 = torch.cat(seen).topk(2).values
+    # Channel 0 of the feed-forward fires on the one token with the largest hidden value 0, and nowhere else.
+    with torch.no_grad():
+        dense = layer.intermediate.dense
+        dense.weight[0].zero_()
+        dense.weight[0, 0] = 1e4
+        dense.bias[0] = -1e4 * float(top2.mean())
+    outlier_dir = model.save_pretrained(tmp_path / "outlier")
+    out = tmp_path / "onnx"
+    assert cli.main(["-q", "export-onnx", str(outlier_dir), str(out), "--int8"]) == 0
+
+    kept = M3Config.load(out).extra["onnx"]["int8_fp32_matmuls"]
+    assert len(kept) == 1 and next(iter(kept.values())) >= OUTLIER_RATIO, kept
+    int8 = onnx.load(str(out / FILES["int8"]), load_external_data=False)
+    fp32_matmuls = {n.name for n in int8.graph.node if n.op_type == "MatMul"}
+    assert fp32_matmuls == set(kept)  # the one kept, and only it: the rest are quantized
+    assert sum(n.op_type in ("DynamicQuantizeMatMul", "MatMulInteger") for n in int8.graph.node) > 4
+    fp32 = onnx.load(str(out / FILES["fp32"]), load_external_data=False)
+    kept_node = next(n for n in fp32.graph.node if n.name in kept)
+    assert kept_node.input[0].startswith("gelu")  # it is the feed-forward's down projection, which reads it
