@@ -34,6 +34,11 @@ class TrainConfig(BaseModel):
         None, description="prefix for passages; None: the model's profile (e5: 'passage: '); '' for none"
     )
     group_size: int = Field(8, ge=1)
+    flagembedding_types: bool = Field(
+        True,
+        description="FlagEmbedding's per-type rules: only_1neg groups of 2, symmetric_class min(negatives+1, G), "
+        "the query prompt on symmetric_sts/symmetric_clustering passages (see m3core.train.data)",
+    )
     query_max_length: int = Field(64, gt=2)
     passage_max_length: int = Field(512, gt=2)
 
@@ -44,7 +49,16 @@ class TrainConfig(BaseModel):
     mode_weights: tuple[float, float, float] = (1.0, 0.1, 1.0)
     self_distill: bool = True
     self_distill_start_step: int = Field(0, ge=0)
-    teacher_temperature: float = Field(1.0, gt=0)
+    kd_loss: Literal["none", "kl_div", "m3_kd_loss"] = Field(
+        "none",
+        description="distil from the data's pos_scores/neg_scores: none (they are not used), kl_div, or "
+        "m3_kd_loss (BGE-M3's); see m3core.train.losses",
+    )
+    teacher_temperature: float | Literal["auto"] = Field(
+        "auto",
+        description="softmax temperature of teacher scores; auto: `temperature` when they are similarities (median "
+        "spread within a group < 1, e.g. the miner's hybrid scores), else 1 (reranker logits, FlagEmbedding's)",
+    )
     self_distill_weights: tuple[float, float, float] | None = Field(
         None, description="weights of the self-distillation terms per mode; None: mode_weights"
     )
@@ -56,14 +70,26 @@ class TrainConfig(BaseModel):
     # batching
     sampler: Literal["length_bucket", "random"] = "length_bucket"
     bucket_edges: list[int] = Field(default_factory=lambda: list(DEFAULT_EDGES))
-    tokens_per_batch: int = Field(32768, gt=0, description="passage tokens per rank per step (padded)")
+    tokens_per_batch: int = Field(
+        32768, gt=0, description="tokens per rank per step: padded passages (G × bucket edge) plus the query"
+    )
     max_batch_size: int = Field(64, ge=1)
     batch_size: int = Field(8, ge=1, description="examples per rank per step for the random sampler")
     sub_batch_size: int | None = Field(
         None, ge=1, description="split-batch: encode this many texts at a time"
     )
     activation_checkpointing: bool | None = Field(None, description="default: on when sub_batch_size is set")
-    cross_device: Literal["none", "dense", "all"] = "dense"
+    cross_device: Literal["none", "dense", "all"] = Field(
+        "dense",
+        description="negatives from the other ranks: none, dense (the dense loss only, FlagEmbedding's), all modes. "
+        "The gradient is exactly a single process's on the whole batch (FlagEmbedding's dense one is 1/world of it)",
+    )
+    same_dataset_within_batch: bool = Field(
+        False, description="every batch from one training file (FlagEmbedding's same_dataset_within_batch)"
+    )
+    drop_last: bool = Field(
+        False, description="drop each bucket's incomplete last batch (FlagEmbedding's dataloader_drop_last)"
+    )
 
     # optimization
     learning_rate: float = Field(1e-5, gt=0)
@@ -76,8 +102,16 @@ class TrainConfig(BaseModel):
     epochs: int = Field(1, ge=1)
     max_steps: int | None = Field(None, ge=1)
     max_grad_norm: float | None = 1.0
+    gradient_accumulation_steps: int = Field(
+        1, ge=1, description="batches per optimizer step (their losses averaged; a step is an optimizer step)"
+    )
     seed: int = 42
-    bf16: Literal["auto", "on", "off"] = "auto"
+    bf16: Literal["auto", "on", "off"] = Field(
+        "auto", description="bf16 autocast: auto (on a GPU that supports it), on (also on CPU), off"
+    )
+    fp16: bool = Field(
+        False, description="fp16 autocast with a dynamic loss scaler (GPU, or CPU); excludes bf16: on"
+    )
 
     # bookkeeping
     logging_steps: int = Field(10, ge=1)
@@ -111,6 +145,8 @@ class TrainConfig(BaseModel):
     def _consistent(self) -> TrainConfig:
         if not self.modes:
             raise ValueError("modes must name at least one of dense, sparse, colbert")
+        if self.fp16 and self.bf16 == "on":
+            raise ValueError("fp16 and bf16: on exclude each other (set bf16: off or auto with fp16)")
         if "encoder" in self.frozen and all(m in self.frozen or m == "dense" for m in self.modes):
             raise ValueError("nothing to train: the encoder is frozen and no trained head is left unfrozen")
         return self

@@ -4,6 +4,11 @@ A line is `{"query": str, "pos": [str, ...], "neg": [str, ...], "pos_scores"?: [
 "prompt"?: str, "type"?: str}` (defined, with its reader and writer, in `m3core.data.examples`). Each training
 example draws one positive and `group_size - 1` negatives (with replacement when there are too few), seeded by
 (seed, epoch, index) so a resumed run draws the same groups.
+Dataset types follow FlagEmbedding (`flagembedding_types`, default on): `only_1neg` examples form groups of 2,
+`symmetric_class` groups of min(negatives + 1, G); `symmetric_sts` / `symmetric_clustering` passages take the
+query's prompt (both sides are the same kind of text). Examples of a no-in-batch type (`NO_IN_BATCH_TYPES`) or
+from a file or directory whose name ends in `no_in_batch_neg` (FlagEmbedding's convention) see only their own
+group. `batch_key(i)` says which examples may share a batch (the samplers never mix keys).
 A malformed line is an error `file:line: reason`, or — when the user asks to skip bad lines — skipped and
 counted in `TrainDataset.skipped` (the run summary reports it), never silently.
 """
@@ -18,6 +23,22 @@ from pathlib import Path
 # The example and its JSONL line are defined once, in `m3core.data.examples` (importable from here as before).
 from m3core.data.examples import NO_IN_BATCH_TYPES, Example, parse_example, read_jsonl  # noqa: F401
 
+SYMMETRIC_PROMPT_TYPES = frozenset({"symmetric_sts", "symmetric_clustering"})
+NO_IN_BATCH_SUFFIX = "no_in_batch_neg"
+
+
+def source_file(ex: Example) -> str:
+    """The file an example was read from (`source` is `file:line`; '' for in-memory examples)."""
+    return ex.source.rsplit(":", 1)[0] if ex.source else ""
+
+
+def _no_in_batch_path(path: str) -> bool:
+    """FlagEmbedding's convention: a file `*no_in_batch_neg.jsonl` or a directory `*no_in_batch_neg/`."""
+    if not path:
+        return False
+    p = Path(path)
+    return p.stem.endswith(NO_IN_BATCH_SUFFIX) or p.parent.name.endswith(NO_IN_BATCH_SUFFIX)
+
 
 @dataclass
 class Group:
@@ -27,6 +48,10 @@ class Group:
     passages: list[str]
     teacher_scores: list[float] | None
     in_batch_negatives: bool
+
+    @property
+    def group_size(self) -> int:
+        return len(self.passages)
 
 
 class TrainDataset:
@@ -40,6 +65,7 @@ class TrainDataset:
         seed: int = 42,
         skipped: Counter | None = None,
         passage_instruction: str | None = None,
+        flagembedding_types: bool = True,
     ):
         if group_size < 1:
             raise ValueError(f"group_size must be >= 1, got {group_size}")
@@ -51,6 +77,23 @@ class TrainDataset:
         self.passage_instruction = passage_instruction  # prefix for every passage (e5-style "passage: ")
         self.seed = seed
         self.skipped = skipped or Counter()
+        self.flagembedding_types = flagembedding_types
+        self.in_batch = [ex.in_batch_negatives and not _no_in_batch_path(source_file(ex)) for ex in examples]
+
+    def example_group_size(self, index: int) -> int:
+        """G of example `index`: `group_size`, or its type's (FlagEmbedding's rule) with `flagembedding_types`."""
+        ex = self.examples[index]
+        if self.flagembedding_types and ex.type == "only_1neg":
+            return min(2, self.group_size)
+        if self.flagembedding_types and ex.type == "symmetric_class":
+            return min(len(ex.neg) + 1, self.group_size)
+        return self.group_size
+
+    def batch_key(self, index: int, by_dataset: bool = False) -> tuple:
+        """Examples may share a batch only when their keys are equal: same in-batch-negative rule and group size
+        (so every rank of a step agrees on both), and with `by_dataset` the same source file."""
+        key = (self.in_batch[index], self.example_group_size(index))
+        return (*key, source_file(self.examples[index])) if by_dataset else key
 
     @classmethod
     def from_jsonl(
@@ -77,12 +120,12 @@ class TrainDataset:
         ex = self.examples[index]
         rng = random.Random(f"{self.seed}/{epoch}/{index}")  # str seeds are stable across processes
         p = rng.randrange(len(ex.pos))
-        n_neg = self.group_size - 1
+        n_neg = self.example_group_size(index) - 1
         if n_neg == 0:
             negs = []
         elif not ex.neg:
             raise ValueError(
-                f"{ex.source or f'example {index}'}: no negatives, but group_size={self.group_size} needs {n_neg}"
+                f"{ex.source or f'example {index}'}: no negatives, but group_size={n_neg + 1} needs {n_neg}"
             )
         elif len(ex.neg) >= n_neg:
             negs = rng.sample(range(len(ex.neg)), n_neg)
@@ -91,6 +134,10 @@ class TrainDataset:
         teacher = None
         if ex.pos_scores is not None and ex.neg_scores is not None:
             teacher = [ex.pos_scores[p]] + [ex.neg_scores[i] for i in negs]
-        prefix = self.passage_instruction or ""
+        if ex.type in SYMMETRIC_PROMPT_TYPES and self.flagembedding_types:
+            prompt = ex.prompt if ex.prompt is not None else self.query_instruction
+            prefix = prompt or ""
+        else:
+            prefix = self.passage_instruction or ""
         passages = [prefix + t for t in [ex.pos[p]] + [ex.neg[i] for i in negs]]
-        return Group(self.query_text(ex), passages, teacher, ex.in_batch_negatives)
+        return Group(self.query_text(ex), passages, teacher, self.in_batch[index])

@@ -44,10 +44,54 @@ def soft_cross_entropy(scores: torch.Tensor, teacher_probs: torch.Tensor, temper
     return -(teacher_probs * torch.log_softmax(scores / temperature, dim=-1)).sum(-1).mean()
 
 
-def group_scores(scores: torch.Tensor, group_size: int) -> torch.Tensor:
-    """Each query's scores against its own group only: `[B, B·G]` in-batch scores → `[B, G]`."""
-    b = scores.shape[0]
-    return scores.view(b, b, group_size)[torch.arange(b), torch.arange(b)]
+def group_scores(scores: torch.Tensor, target: torch.Tensor, group_size: int) -> torch.Tensor:
+    """Each query's scores against its own group only: the G columns from its positive's column `target` on.
+
+    Works for every score layout the trainer makes: in-batch `[B, B·G]`, cross-device `[B, W·B·G]` (the targets
+    carry the rank offset) and no-in-batch `[B, G]` (targets 0).
+    """
+    cols = target.unsqueeze(1) + torch.arange(group_size, device=scores.device)
+    return scores.gather(1, cols)
+
+
+def kl_div_loss(
+    scores: torch.Tensor, target: torch.Tensor, teacher_probs: torch.Tensor, has_teacher: torch.Tensor,
+    group_size: int, temperature: float,
+) -> torch.Tensor:  # fmt: skip
+    """FlagEmbedding's `kl_div` KD term: −Σ_j p_j · log softmax(s_group / τ)_j over each query's own group,
+    averaged over the queries that have teacher scores (0 when none has)."""
+    if not bool(has_teacher.any()):
+        return scores.new_zeros(())
+    own = group_scores(scores, target, group_size)[has_teacher]
+    return soft_cross_entropy(own, teacher_probs[has_teacher], temperature)
+
+
+def m3_kd_loss(
+    scores: torch.Tensor,
+    target: torch.Tensor,
+    teacher_probs: torch.Tensor,
+    group_size: int,
+    temperature: float,
+) -> torch.Tensor:
+    """FlagEmbedding's `m3_kd_loss` (BGE-M3's default KD): listwise cross-entropy with teacher-weighted positives.
+
+    Each of the query's G passages is in turn treated as the positive of an InfoNCE over all columns, weighted by
+    the teacher's probability of it; passages already used as the positive are masked out of the later terms:
+        L = Σ_i mean_b p_{b,i} · CE(s_b / τ with columns target_b + 0..i−1 masked, target_b + i)
+    It replaces the InfoNCE (with p = one-hot on the positive it is exactly InfoNCE, which is how queries without
+    teacher scores enter).
+    """
+    z = scores / temperature
+    mask = torch.zeros_like(z)
+    loss = z.new_zeros(())
+    for i in range(group_size):
+        col = target + i
+        loss = loss + (teacher_probs[:, i] * F.cross_entropy(z + mask, col, reduction="none")).mean()
+        mask = mask.scatter(1, col.unsqueeze(1), torch.finfo(z.dtype).min)
+    return loss
+
+
+KD_LOSSES = ("none", "kl_div", "m3_kd_loss")
 
 
 class M3Loss(nn.Module):
@@ -61,7 +105,12 @@ class M3Loss(nn.Module):
         self_distill_start_step: first step that uses L' (warm-up of the heads before).
         modes: the heads trained; `("dense",)` is the dense-only (unsupervised pre-fine-tuning) stage, where
             the loss is just L_dense.
-        teacher_temperature: softmax temperature of external teacher scores (`pos_scores`/`neg_scores`).
+        kd_loss: knowledge distillation from external teacher scores (`pos_scores`/`neg_scores`): `none` (the
+            scores are not used), `kl_div` (InfoNCE + a soft-target term over each query's own group) or
+            `m3_kd_loss` (listwise CE with teacher-weighted positives, BGE-M3's; replaces InfoNCE). Applied to
+            every trained mode and the ensemble, as FlagEmbedding does.
+        teacher_temperature: softmax temperature of the teacher scores (FlagEmbedding: 1, for reranker logits;
+            similarity-range scores such as the miner's need one near τ, see `TrainConfig.teacher_temperature`).
         self_distill_temperature: T of L' (teacher and student); None: τ (the paper's).
         self_distill_weights: (λ'_dense, λ'_sparse, λ'_colbert) of L''s terms; None: `mode_weights` (the paper's).
             The heads' own parameters are trained by Adam, which is blind to a loss's scale, so what a weight
@@ -76,6 +125,7 @@ class M3Loss(nn.Module):
         self_distill: bool = True,
         self_distill_start_step: int = 0,
         modes: Sequence[str] = OUTPUTS,
+        kd_loss: str = "none",
         teacher_temperature: float = 1.0,
         self_distill_temperature: float | None = None,
         self_distill_weights: Sequence[float] | None = None,
@@ -101,6 +151,9 @@ class M3Loss(nn.Module):
         self.self_distill = self_distill
         self.self_distill_start_step = self_distill_start_step
         self.modes = tuple(m for m in OUTPUTS if m in modes)
+        if kd_loss not in KD_LOSSES:
+            raise ValueError(f"kd_loss must be one of {KD_LOSSES}, got {kd_loss!r}")
+        self.kd_loss = kd_loss
         self.teacher_temperature = teacher_temperature
         if self_distill_temperature is not None and self_distill_temperature <= 0:
             raise ValueError("self_distill_temperature must be positive")
@@ -119,6 +172,7 @@ class M3Loss(nn.Module):
         dense_wide: torch.Tensor | None = None,
         dense_wide_target: torch.Tensor | None = None,
         teacher_scores: torch.Tensor | None = None,
+        has_teacher: torch.Tensor | None = None,
         group_size: int | None = None,
     ) -> dict[str, torch.Tensor]:
         """Compute the loss.
@@ -129,9 +183,11 @@ class M3Loss(nn.Module):
             step: the optimizer step (for the self-distillation warm-up).
             dense_wide / dense_wide_target: dense scores over more columns (cross-device negatives) and their
                 targets; used for L_dense only. The ensemble always uses `scores["dense"]`.
-            teacher_scores: `[B, G]` external teacher scores of each query's own group (positive first); adds a
-                soft-target term −Σ softmax(t/τ_t) · log softmax(s_group/τ) to each mode's loss.
-            group_size: G, needed with `teacher_scores` (the columns are B groups of G).
+            teacher_scores: `[B, G]` external teacher scores of each query's own group (positive first), used as
+                `kd_loss` says (an error when `kd_loss` is `none`: the caller decides, not the data).
+            has_teacher: `[B]` bool, which queries have teacher scores (their rows of `teacher_scores` are used,
+                the others' ignored); None: all.
+            group_size: G, needed with `teacher_scores` (each query's group is G columns from its target).
 
         Returns:
             `{"dense", "sparse", "colbert", "ensemble", "self_distill", "loss"}` — present parts only; `loss` is the
@@ -143,17 +199,25 @@ class M3Loss(nn.Module):
         tau = self.temperature
         soft = None
         if teacher_scores is not None:
+            if self.kd_loss == "none":
+                raise ValueError("teacher_scores given but kd_loss is 'none'")
             if group_size is None:
                 raise ValueError("group_size is required with teacher_scores")
+            if has_teacher is None:
+                has_teacher = torch.ones(
+                    teacher_scores.shape[0], dtype=torch.bool, device=teacher_scores.device
+                )
             soft = torch.softmax(teacher_scores.float() / self.teacher_temperature, dim=-1)
+            one_hot = torch.zeros_like(soft)
+            one_hot[:, 0] = 1.0  # a query without teacher scores: all weight on its positive
+            soft = torch.where(has_teacher.unsqueeze(1), soft, one_hot)
 
         def mode_loss(s: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-            loss = info_nce(s, t, tau)
-            if soft is not None:
-                loss = loss + soft_cross_entropy(
-                    group_scores(s, group_size) if s.shape[1] != group_size else s, soft, tau
-                )
-            return loss
+            if soft is None:
+                return info_nce(s, t, tau)
+            if self.kd_loss == "m3_kd_loss":
+                return m3_kd_loss(s, t, soft, group_size, tau)
+            return info_nce(s, t, tau) + kl_div_loss(s, t, soft, has_teacher, group_size, tau)
 
         parts: dict[str, torch.Tensor] = {}
         for m in self.modes:

@@ -1,13 +1,15 @@
 """The training loop: length-bucketed split-batch steps, cross-device negatives, checkpoints you can resume.
 
-One step: draw a batch (one length bucket), tokenize its queries and passages, encode both in one forward of
-`DualEncoder` (sub-batches under activation checkpointing when `sub_batch_size` is set — the split-batch
-trick that makes long-text batches fit), score every mode, compute `M3Loss`, step the optimizer.
+One step: draw a batch (one length bucket and batch key), tokenize its queries and passages, encode both in one
+forward of `DualEncoder` (sub-batches under activation checkpointing when `sub_batch_size` is set — the
+split-batch trick that makes long-text batches fit), score every mode, compute `M3Loss`, backward; after
+`gradient_accumulation_steps` such batches, step the optimizer (through a loss scaler under fp16).
 Runs alone (`m3 train --config F`) or under `torchrun` (one process per GPU; gloo on CPU).
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
@@ -120,7 +122,7 @@ def batch_scores(
         wide = dense_score_matrix(q["dense"], gather_with_grad(p["dense"])).float()
         extra = {"dense_wide": wide, "dense_wide_target": (local + rank * bq) * group_size}
     if not in_batch:  # each query against its own group only (e.g. classification data)
-        scores = {k: group_scores(v, group_size) for k, v in scores.items()}
+        scores = {k: group_scores(v, target, group_size) for k, v in scores.items()}
         target = torch.zeros(bq, dtype=torch.long, device=device)
     return scores, target, extra
 
@@ -203,9 +205,14 @@ class Trainer:
             self.net = nn.parallel.DistributedDataParallel(
                 self.net, device_ids=[self.device.index] if self.device.type == "cuda" else None
             )
-        self.use_bf16 = self.device.type == "cuda" and (
-            cfg.bf16 == "on" or (cfg.bf16 == "auto" and torch.cuda.is_bf16_supported())
+        cuda = self.device.type == "cuda"
+        self.use_bf16 = not cfg.fp16 and (
+            cfg.bf16 == "on" or (cfg.bf16 == "auto" and cuda and torch.cuda.is_bf16_supported())
         )
+        self.autocast_dtype = torch.float16 if cfg.fp16 else torch.bfloat16 if self.use_bf16 else None
+        # fp16 needs a dynamic loss scaler (its range underflows small gradients); the loss itself is computed from
+        # fp32 scores (`batch_scores` casts), so the scaled InfoNCE cannot overflow to inf or collapse to 0.
+        self.scaler = torch.amp.GradScaler(self.device.type) if cfg.fp16 else None
 
         self._dataset_from_config = dataset is None
         self.dataset = dataset or TrainDataset.from_jsonl(
@@ -215,7 +222,10 @@ class Trainer:
             query_instruction=self.model.config.query_instruction,
             passage_instruction=self.model.config.passage_instruction,
             seed=cfg.seed,
+            flagembedding_types=cfg.flagembedding_types,
         )
+        n = len(self.dataset)
+        keys = [self.dataset.batch_key(i, cfg.same_dataset_within_batch) for i in range(n)]
         if cfg.sampler == "length_bucket":
             self.sampler = LengthBucketBatchSampler(
                 self._example_lengths(),
@@ -226,17 +236,27 @@ class Trainer:
                 cfg.seed,
                 self.world,
                 self.rank,
+                keys=keys,
+                group_sizes=[self.dataset.example_group_size(i) for i in range(n)],
+                query_tokens=cfg.query_max_length,
+                drop_last=cfg.drop_last,
             )
         else:
             self.sampler = RandomBatchSampler(
-                len(self.dataset), cfg.batch_size, cfg.seed, self.world, self.rank
+                n, cfg.batch_size, cfg.seed, self.world, self.rank, keys=keys, drop_last=cfg.drop_last
             )
-        steps_per_epoch = len(self.sampler)
+        batches_per_epoch = len(self.sampler)
+        steps_per_epoch = batches_per_epoch // cfg.gradient_accumulation_steps
         if steps_per_epoch == 0:
             raise ValueError(
-                f"no batch can be formed from {len(self.dataset)} examples on {self.world} ranks"
+                f"no optimizer step can be formed from {n} examples on {self.world} ranks: {batches_per_epoch} "
+                f"batches per epoch, gradient_accumulation_steps={cfg.gradient_accumulation_steps}"
+                + (f" ({self.sampler.dropped} examples dropped by drop_last)" if cfg.drop_last else "")
             )
+        if self.sampler.dropped and self.rank == 0:
+            logger.info("an epoch leaves out %d of %d examples (incomplete batches)", self.sampler.dropped, n)
         self.total_steps = cfg.max_steps or cfg.epochs * steps_per_epoch
+        self.teacher_temperature = self._teacher_temperature()
 
         self.loss_fn = M3Loss(
             cfg.temperature,
@@ -245,7 +265,8 @@ class Trainer:
             cfg.self_distill,
             cfg.self_distill_start_step,
             cfg.modes,
-            cfg.teacher_temperature,
+            cfg.kd_loss,
+            self.teacher_temperature,
             cfg.self_distill_temperature,
             cfg.self_distill_weights,
         )
@@ -261,6 +282,34 @@ class Trainer:
         ]
 
     # ------------------------------------------------------------------ set-up helpers
+    def _teacher_temperature(self) -> float:
+        """The teacher-score temperature: the config's, or for `auto` τ on similarity-range scores, else 1."""
+        cfg = self.config
+        scored = [
+            ex for ex in self.dataset.examples if ex.pos_scores is not None and ex.neg_scores is not None
+        ]
+        if cfg.kd_loss == "none":
+            if scored and self.rank == 0:
+                logger.warning(
+                    "%d examples carry teacher scores; kd_loss is none, so they are not used", len(scored)
+                )
+            return 1.0 if cfg.teacher_temperature == "auto" else cfg.teacher_temperature
+        if not scored:
+            raise ValueError(f"kd_loss={cfg.kd_loss} but no training example has pos_scores and neg_scores")
+        if cfg.teacher_temperature != "auto":
+            return cfg.teacher_temperature
+        spread = float(
+            np.median([max(e.pos_scores + e.neg_scores) - min(e.pos_scores + e.neg_scores) for e in scored])
+        )
+        # A reranker's logits spread over several units within a group (softmax at 1 is meaningful); similarities
+        # (cosine, the miner's hybrid) spread over tenths, where softmax at 1 is nearly uniform: use the student's τ.
+        t = cfg.temperature if spread < 1.0 else 1.0
+        if self.rank == 0:
+            logger.info(
+                "teacher_temperature auto: %g (median spread of teacher scores in a group %.3g)", t, spread
+            )
+        return t
+
     def _example_lengths(self) -> list[int]:
         """Tokens of each example's longest passage (truncated), for the length buckets."""
         texts, owner = [], []
@@ -306,35 +355,69 @@ class Trainer:
         enc = self.tokenizer(texts, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
         return enc["input_ids"].to(self.device), enc["attention_mask"].to(self.device)
 
-    def train_step(self, indices: list[int]) -> dict[str, float]:
+    def forward_backward(self, indices: list[int], loss_scale: float = 1.0) -> dict[str, float]:
+        """Loss of one batch and its backward (gradients accumulate into `.grad`, times `loss_scale`)."""
         cfg = self.config
         groups = [self.dataset.group(i, self.sampler.epoch) for i in indices]
-        in_batch = all(g.in_batch_negatives for g in groups)
+        # The sampler never mixes batch keys, so these hold for the whole global batch: every rank agrees.
+        in_batch, group_size = groups[0].in_batch_negatives, groups[0].group_size
+        if any(g.in_batch_negatives != in_batch or g.group_size != group_size for g in groups):
+            raise RuntimeError("a batch mixes batch keys (in-batch rule or group size); the sampler must not")
         q_ids, q_mask = self._tokenize([g.query for g in groups], cfg.query_max_length)
         p_ids, p_mask = self._tokenize([t for g in groups for t in g.passages], cfg.passage_max_length)
-        teacher = None
-        if all(g.teacher_scores is not None for g in groups):
-            teacher = torch.tensor([g.teacher_scores for g in groups], device=self.device)
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.use_bf16):
+        kd = {}
+        if cfg.kd_loss != "none":
+            has = [g.teacher_scores is not None for g in groups]
+            rows = [g.teacher_scores if g.teacher_scores is not None else [0.0] * group_size for g in groups]
+            kd = {
+                "teacher_scores": torch.tensor(rows, device=self.device),
+                "has_teacher": torch.tensor(has, device=self.device),
+            }
+        with torch.autocast(
+            self.device.type,
+            dtype=self.autocast_dtype or torch.float32,
+            enabled=self.autocast_dtype is not None,
+        ):
             q, p = self.net(q_ids, q_mask, p_ids, p_mask, self.loss_fn.modes)
         q["input_ids"], p["input_ids"] = q_ids, p_ids
         cross = cfg.cross_device if in_batch else "none"
         scores, target, extra = batch_scores(
-            q, p, self.loss_fn.modes, cfg.group_size, in_batch, cross, self.tokenizer.pad_token_id
+            q, p, self.loss_fn.modes, group_size, in_batch, cross, self.tokenizer.pad_token_id
         )
-        parts = self.loss_fn(
-            scores, target, step=self.step, teacher_scores=teacher, group_size=cfg.group_size, **extra
-        )
-        self.optimizer.zero_grad(set_to_none=True)
-        parts["loss"].backward()
-        if cfg.max_grad_norm:
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
-        self.optimizer.step()
-        self.scheduler.step()
-        self.step += 1
+        parts = self.loss_fn(scores, target, step=self.step, group_size=group_size, **kd, **extra)
+        loss = parts["loss"] * loss_scale
+        (self.scaler.scale(loss) if self.scaler else loss).backward()
         metrics = {k: float(v.detach()) for k, v in parts.items()}
         metrics["tokens"] = float(q_mask.sum() + p_mask.sum())
         metrics["padded_tokens"] = float(q_mask.numel() + p_mask.numel())
+        return metrics
+
+    def train_step(self, batches: list[list[int]]) -> dict[str, float]:
+        """One optimizer step over `batches` (gradient accumulation; one batch: a plain step)."""
+        cfg = self.config
+        self.optimizer.zero_grad(set_to_none=True)
+        per_batch = []
+        for k, indices in enumerate(batches):
+            # DDP all-reduces gradients on every backward; only the last batch of a step needs it
+            sync = k == len(batches) - 1 or not isinstance(self.net, nn.parallel.DistributedDataParallel)
+            with contextlib.nullcontext() if sync else self.net.no_sync():
+                per_batch.append(self.forward_backward(indices, 1.0 / len(batches)))
+        if self.scaler:
+            self.scaler.unscale_(self.optimizer)
+        if cfg.max_grad_norm:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
+        if self.scaler:
+            self.scaler.step(self.optimizer)  # skipped when the scaled gradients overflowed
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+        self.scheduler.step()
+        self.step += 1
+        metrics = {k: float(np.mean([m[k] for m in per_batch])) for k in per_batch[0]}
+        for k in ("tokens", "padded_tokens"):
+            metrics[k] = sum(m[k] for m in per_batch)
+        if self.scaler:
+            metrics["loss_scale"] = float(self.scaler.get_scale())
         return metrics
 
     # ------------------------------------------------------------------ checkpoints
@@ -346,6 +429,8 @@ class Trainer:
             self.model.save_pretrained(tmp)
             torch.save(self.optimizer.state_dict(), tmp / "optimizer.pt")
             torch.save(self.scheduler.state_dict(), tmp / "scheduler.pt")
+            if self.scaler:
+                torch.save(self.scaler.state_dict(), tmp / "scaler.pt")
             self.config.save(tmp / "train_config.yaml")
         if is_distributed():
             dist.barrier()
@@ -403,6 +488,8 @@ class Trainer:
             torch.load(ckpt / "optimizer.pt", map_location=self.device, weights_only=True)
         )
         self.scheduler.load_state_dict(torch.load(ckpt / "scheduler.pt", weights_only=True))
+        if self.scaler and (ckpt / "scaler.pt").is_file():
+            self.scaler.load_state_dict(torch.load(ckpt / "scaler.pt", weights_only=True))
         self.sampler.load_state_dict(state["sampler"])
         self.step = int(state["step"])
         _set_rng_state(torch.load(ckpt / f"rng_state_{self.rank}.pt", weights_only=True))
@@ -411,6 +498,11 @@ class Trainer:
         logger.info("resumed from %s at step %d", ckpt, self.step)
 
     # ------------------------------------------------------------------ the loop
+    def _batches(self):
+        """This rank's batches, epoch after epoch (the sampler keeps the position, so a checkpoint resumes here)."""
+        while True:
+            yield from self.sampler
+
     def train(self, resume_from: str | Path | None = None, force: bool = False) -> dict[str, Any]:
         """Run to `max_steps`; `resume_from` a checkpoint (or "latest": an error if there is none)."""
         cfg = self.config
@@ -430,27 +522,25 @@ class Trainer:
             disable=not cfg.show_progress or self.rank != 0,
         )
         last = time.perf_counter()
+        batches = self._batches()
         while self.step < self.total_steps:
-            for indices in self.sampler:
-                metrics = self.train_step(indices)
-                now = time.perf_counter()
-                metrics["step_time"], last = now - last, now
-                tokens_total += metrics["tokens"]
-                for k, v in metrics.items():
-                    window[k].append(v)
-                if self.step % cfg.logging_steps == 0 or self.step == self.total_steps:
-                    self._log(window)
-                    window.clear()
-                bar.update(1)
-                bar.set_postfix(
-                    loss=f"{metrics['loss']:.4f}",
-                    tok_s=f"{metrics['tokens'] / metrics['step_time']:.0f}",
-                    s_step=f"{metrics['step_time']:.2f}",
-                )
-                if cfg.save_steps and self.step % cfg.save_steps == 0 and self.step < self.total_steps:
-                    self.save_checkpoint()
-                if self.step >= self.total_steps:
-                    break
+            metrics = self.train_step([next(batches) for _ in range(cfg.gradient_accumulation_steps)])
+            now = time.perf_counter()
+            metrics["step_time"], last = now - last, now
+            tokens_total += metrics["tokens"]
+            for k, v in metrics.items():
+                window[k].append(v)
+            if self.step % cfg.logging_steps == 0 or self.step == self.total_steps:
+                self._log(window)
+                window.clear()
+            bar.update(1)
+            bar.set_postfix(
+                loss=f"{metrics['loss']:.4f}",
+                tok_s=f"{metrics['tokens'] / metrics['step_time']:.0f}",
+                s_step=f"{metrics['step_time']:.2f}",
+            )
+            if cfg.save_steps and self.step % cfg.save_steps == 0 and self.step < self.total_steps:
+                self.save_checkpoint()
         bar.close()
         wall = time.perf_counter() - started
         summary = {
@@ -462,6 +552,11 @@ class Trainer:
             "tokens_per_second": round(tokens_total / max(wall, 1e-9), 1),
             "world_size": self.world,
             "bf16": self.use_bf16,
+            "fp16": cfg.fp16,
+            "gradient_accumulation_steps": cfg.gradient_accumulation_steps,
+            "kd_loss": cfg.kd_loss,
+            "teacher_temperature": self.teacher_temperature,
+            "examples_left_out_per_epoch": self.sampler.dropped,
         }
         if self.rank == 0:
             self.model.save_pretrained(self.out)

@@ -1,7 +1,8 @@
 """Run under torchrun (2 CPU processes, gloo): one training step's loss and gradients with cross-device negatives.
 
-Usage: torchrun --nproc_per_node 2 tests/dist_worker.py MODEL_DIR OUT_DIR CROSS_DEVICE
+Usage: torchrun --nproc_per_node 2 tests/dist_worker.py MODEL_DIR OUT_DIR CROSS_DEVICE [KD_LOSS]
 Each rank writes its loss parts and (after DDP's gradient averaging) its parameter gradients to OUT_DIR.
+With KD_LOSS (`kl_div`, `m3_kd_loss`) each query carries teacher scores (`TEACHER`).
 """
 
 import sys
@@ -17,6 +18,10 @@ from m3core.train.trainer import DualEncoder, batch_scores
 GROUP = 2
 
 
+# per query (positive, negative): similarity-range scores, one query ranking its negative first
+TEACHER = [[0.9, 0.4], [0.5, 0.7], [0.8, 0.6], [0.7, 0.1]]
+
+
 def batch():
     from tests.support import textgen
 
@@ -24,20 +29,33 @@ def batch():
     return [e["query"] for e in ex], [t for e in ex for t in (e["pos"][0], e["neg"][0])]
 
 
-def step(model, queries, passages, cross, net=None):
-    """Encode, score and compute the loss (no optimizer): returns the loss parts."""
+def encode(model, queries, passages, net=None):
     net = net or DualEncoder(model, sub_batch_size=None)
     tok = model.tokenizer
     q = tok(queries, padding=True, return_tensors="pt")
     p = tok(passages, padding=True, return_tensors="pt")
-    modes = ("dense", "sparse", "colbert")
-    qo, po = net(q["input_ids"], q["attention_mask"], p["input_ids"], p["attention_mask"], modes)
+    qo, po = net(q["input_ids"], q["attention_mask"], p["input_ids"], p["attention_mask"], MODES)
     qo["input_ids"], po["input_ids"] = q["input_ids"], p["input_ids"]
-    scores, target, extra = batch_scores(qo, po, modes, GROUP, True, cross, tok.pad_token_id)
-    return M3Loss(temperature=0.1)(scores, target, step=0, **extra)
+    return qo, po
 
 
-def main(model_dir: str, out_dir: str, cross: str) -> None:
+MODES = ("dense", "sparse", "colbert")
+
+
+def loss_fn(kd: str) -> M3Loss:
+    return M3Loss(temperature=0.1, kd_loss=kd, teacher_temperature=0.1)
+
+
+def step(model, queries, passages, cross, net=None, kd="none", teacher=None):
+    """Encode, score and compute the loss (no optimizer): returns the loss parts."""
+    qo, po = encode(model, queries, passages, net)
+    scores, target, extra = batch_scores(qo, po, MODES, GROUP, True, cross, model.tokenizer.pad_token_id)
+    if kd != "none":
+        extra |= {"teacher_scores": torch.tensor(teacher), "group_size": GROUP}
+    return loss_fn(kd)(scores, target, step=0, **extra)
+
+
+def main(model_dir: str, out_dir: str, cross: str, kd: str = "none") -> None:
     dist.init_process_group("gloo")
     rank, world = dist.get_rank(), dist.get_world_size()
     torch.manual_seed(0)
@@ -51,6 +69,8 @@ def main(model_dir: str, out_dir: str, cross: str) -> None:
         passages[rank * per_q * GROUP : (rank + 1) * per_q * GROUP],
         cross,
         net,
+        kd,
+        TEACHER[rank * per_q : (rank + 1) * per_q],
     )
     parts["loss"].backward()  # DDP averages the gradients over ranks
     grads = {n: p.grad.numpy() for n, p in model.named_parameters() if p.grad is not None}
@@ -63,4 +83,4 @@ def main(model_dir: str, out_dir: str, cross: str) -> None:
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:4])
+    main(*sys.argv[1:5])

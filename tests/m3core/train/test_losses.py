@@ -121,20 +121,90 @@ def test_self_distillation_teacher_gets_no_gradient():
             assert float(s["dense"].grad[i, j]) == pytest.approx((p[j] - t[j]) / tau / 3 / 2, abs=1e-6)
 
 
-def test_external_teacher_scores_add_soft_targets():
-    tau, teacher = 0.5, torch.tensor([[2.0, 0.0], [1.0, 1.0]])
-    parts = M3Loss(temperature=tau, modes=("dense",))(
-        scores(), torch.tensor(TARGET), step=0, teacher_scores=teacher, group_size=2
+TEACHER = [[2.0, 0.0], [1.0, 1.0]]
+
+
+def test_kl_div_kd_adds_soft_targets_over_each_group():
+    tau = 0.5
+    parts = M3Loss(temperature=tau, modes=("dense",), kd_loss="kl_div")(
+        scores(), torch.tensor(TARGET), step=0, teacher_scores=torch.tensor(TEACHER), group_size=2
     )
     own = [DENSE[0][0:2], DENSE[1][2:4]]
-    soft = [softmax([2.0, 0.0], 1.0), softmax([1.0, 1.0], 1.0)]
+    soft = [softmax(TEACHER[0], 1.0), softmax(TEACHER[1], 1.0)]
     expected = by_hand(tau=tau)["dense"] + sum(soft_ce(own[i], soft[i], tau) for i in range(2)) / 2
     assert float(parts["loss"]) == pytest.approx(expected, rel=1e-5)
 
 
-def test_group_scores_and_wide_dense():
-    g = group_scores(torch.tensor(DENSE), 2)
+def m3_kd_by_hand(row: list[float], start: int, teacher: list[float], tau: float) -> float:
+    """Σ_i p_i · CE(row without the columns start..start+i-1, start+i), by hand."""
+    total = 0.0
+    for i, p in enumerate(teacher):
+        kept = [j for j in range(len(row)) if not start <= j < start + i]
+        z = {j: row[j] / tau for j in kept}
+        total += p * -(z[start + i] - math.log(sum(math.exp(v) for v in z.values())))
+    return total
+
+
+def test_m3_kd_loss_matches_hand_computation():
+    tau, t_tau = 0.5, 0.7
+    parts = M3Loss(temperature=tau, modes=("dense",), kd_loss="m3_kd_loss", teacher_temperature=t_tau)(
+        scores(), torch.tensor(TARGET), step=0, teacher_scores=torch.tensor(TEACHER), group_size=2
+    )
+    expected = sum(m3_kd_by_hand(DENSE[i], TARGET[i], softmax(TEACHER[i], t_tau), tau) for i in range(2)) / 2
+    assert float(parts["loss"]) == pytest.approx(expected, rel=1e-5)
+    # not InfoNCE: the teacher moves weight to the negatives
+    assert abs(expected - by_hand(tau=tau)["dense"]) > 1e-3
+
+
+def test_kd_is_per_example():
+    """A query without teacher scores: m3_kd_loss is its InfoNCE, kl_div adds nothing for it."""
+    tau = 0.5
+    has = torch.tensor([True, False])
+    garbage = torch.tensor([TEACHER[0], [9.0, -9.0]])  # the second row must be ignored
+    m3 = M3Loss(temperature=tau, modes=("dense",), kd_loss="m3_kd_loss")(
+        scores(), torch.tensor(TARGET), step=0, teacher_scores=garbage, has_teacher=has, group_size=2
+    )
+    expected = (m3_kd_by_hand(DENSE[0], 0, softmax(TEACHER[0], 1.0), tau) + ce(DENSE[1], 2, tau)) / 2
+    assert float(m3["loss"]) == pytest.approx(expected, rel=1e-5)
+    kl = M3Loss(temperature=tau, modes=("dense",), kd_loss="kl_div")(
+        scores(), torch.tensor(TARGET), step=0, teacher_scores=garbage, has_teacher=has, group_size=2
+    )
+    expected = by_hand(tau=tau)["dense"] + soft_ce(DENSE[0][0:2], softmax(TEACHER[0], 1.0), tau)
+    assert float(kl["loss"]) == pytest.approx(expected, rel=1e-5)
+
+
+def test_teacher_scores_need_a_kd_loss():
+    with pytest.raises(ValueError, match="kd_loss is 'none'"):
+        M3Loss(modes=("dense",))(scores(), torch.tensor(TARGET), step=0, teacher_scores=torch.tensor(TEACHER))
+    with pytest.raises(ValueError, match="kd_loss must be one of"):
+        M3Loss(kd_loss="mse")
+
+
+def test_group_scores_follow_the_targets_in_every_layout():
+    g = group_scores(torch.tensor(DENSE), torch.tensor(TARGET), 2)
     assert g.flatten().tolist() == pytest.approx(DENSE[0][0:2] + DENSE[1][2:4])
+    # cross-device: this rank (1 of 2) holds the second half of the columns; its targets carry the offset
+    wide = torch.tensor([[0.0] * 4 + row for row in DENSE])
+    g = group_scores(wide, torch.tensor(TARGET) + 4, 2)
+    assert g.flatten().tolist() == pytest.approx(DENSE[0][0:2] + DENSE[1][2:4])
+
+
+def test_kd_with_wide_dense_scores_uses_the_local_group():
+    """The crash of issue 11: teacher scores with cross-device dense scores [B, W·B·G]."""
+    tau = 0.5
+    wide = torch.tensor([[0.0, 0.5] + row for row in DENSE])  # another rank's group in front
+    parts = M3Loss(temperature=tau, kd_loss="kl_div")(
+        scores(), torch.tensor(TARGET), step=0, dense_wide=wide, dense_wide_target=torch.tensor(TARGET) + 2,
+        teacher_scores=torch.tensor(TEACHER), group_size=2,
+    )  # fmt: skip
+    own = [DENSE[0][0:2], DENSE[1][2:4]]
+    soft = [softmax(TEACHER[i], 1.0) for i in range(2)]
+    expected = sum(ce([0.0, 0.5] + DENSE[i], TARGET[i] + 2, tau) for i in range(2)) / 2
+    expected += sum(soft_ce(own[i], soft[i], tau) for i in range(2)) / 2
+    assert float(parts["dense"]) == pytest.approx(expected, rel=1e-5)
+
+
+def test_wide_dense():
     wide = torch.tensor([row + [0.0, 0.5] for row in DENSE])  # two more (other-device) passages
     parts = M3Loss(temperature=0.5)(scores(), torch.tensor(TARGET), step=0, dense_wide=wide)
     expected = sum(ce(DENSE[i] + [0.0, 0.5], TARGET[i], 0.5) for i in range(2)) / 2
