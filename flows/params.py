@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from m3core.builder import ScratchShape
+from m3core.data.records import PairKind
 from m3core.data.sources.spec import SourcesSpec
 from m3core.modes import MODES, Mode
 from m3core.negatives import NegativesConfig
@@ -115,6 +116,34 @@ class TrainParams(BaseModel):
         return recipe_for(self.backbone) if self.recipe == "auto" else self.recipe
 
 
+def _stage1_overrides() -> TrainOverrides:
+    # Dense only (the paper's stage 1: weakly supervised pairs, no sparse/ColBERT yet), short texts (translation
+    # pairs are UI strings), and a larger batch than stage 2 for more in-batch negatives on 2 CPU cores.
+    return TrainOverrides(
+        modes=["dense"], self_distill=False, max_steps=60, group_size=2, tokens_per_batch=4096, max_batch_size=32,
+        query_max_length=32, passage_max_length=32, bucket_edges=[0, 32],
+    )  # fmt: skip
+
+
+class Stage1Params(BaseModel):
+    """Stage 1 of a multi-stage retrain (off by default): the paper's weak-supervision pass — dense only, on the
+    mined translation pairs (gettext), at a large batch — trained from the backbone; stage 2 (the `train`
+    parameters: unified self-distillation on query→passage pairs) then starts from its weights."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = Field(False, description="train stage 1 before stage 2")
+    kinds: list[PairKind] = Field(
+        default_factory=lambda: ["translation"], description="warehouse pair kinds stage 1 trains on"
+    )
+    max_per_language: int | None = Field(
+        2000, ge=1, description="stage-1 queries per kind and language pair (None: all)"
+    )
+    overrides: TrainOverrides = Field(  # type: ignore[valid-type]
+        default_factory=_stage1_overrides, description="TrainConfig fields over the recipe's values"
+    )
+
+
 class EvalParams(BaseModel):
     """Evaluation on the held-out split (full corpora); the same lengths for every model compared."""
 
@@ -160,6 +189,7 @@ class RetrainParams(BaseModel):
     mine: MineParams = Field(default_factory=MineParams)
     synth: SynthParams = Field(default_factory=SynthParams)
     negatives: NegativesParams = Field(default_factory=NegativesParams)
+    stage1: Stage1Params = Field(default_factory=Stage1Params)
     train: TrainParams = Field(default_factory=TrainParams)
     eval: EvalParams = Field(default_factory=EvalParams)
     registry: RegisterParams = Field(default_factory=RegisterParams)

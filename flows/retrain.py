@@ -1,8 +1,9 @@
 """Flow `retrain`: the whole loop, in order — the Prefect deployment operators schedule and run.
 
 mine_pairs → synthesize_queries → export (training JSONL + held-out eval sets) → base model → mine_hard_negatives
-(interim model: the champion, else the base) → train (self-distillation) → evaluate (trained and base, next to
-BM25) → register_and_promote. `python -m flows.retrain` runs it on the embedded default (README's first command).
+(interim model: the champion, else the base) → [stage 1: dense only on translation pairs, when enabled] → train
+(self-distillation, from stage 1's weights if it ran, else the base) → evaluate (trained and base, next to BM25)
+→ register_and_promote. `python -m flows.retrain` runs it on the embedded default (README's first command).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from prefect.cache_policies import INPUTS, TASK_SOURCE
 from flows.evaluate import choose_weights_flow, evaluate_flow
 from flows.mine_hard_negatives import mine_hard_negatives
 from flows.mine_pairs import mine_pairs
-from flows.params import RetrainParams, TrainParams
+from flows.params import RetrainParams, Stage1Params, TrainParams
 from flows.register_and_promote import RegistrationFailed, register_and_promote_flow
 from flows.retries import transient
 from flows.settings import cache_dir, configure_environment, run_dir, warehouse_path
@@ -56,6 +57,30 @@ def export(
         )
 
 
+@task(retries=2, retry_delay_seconds=[10, 60], retry_condition_fn=transient)
+def export_stage1(warehouse: str, out: str, params: Stage1Params, languages: list[str]) -> dict:
+    """`m3core.data.export.export_training` of stage 1's pair kinds (train split only: the held-out pages never
+    reach stage 1 either); a ValueError when the warehouse holds none of them."""
+    from m3core.data.export import export_training
+    from m3core.data.warehouse import Warehouse
+
+    with Warehouse(warehouse, read_only=True) as wh:
+        lines = export_training(
+            wh,
+            Path(out),
+            kinds=params.kinds,
+            langs=languages or None,
+            max_per_language=params.max_per_language,
+        )
+    n = sum(lines["train"].values())
+    if n == 0:
+        raise ValueError(
+            f"{warehouse}: stage 1 found no training pairs of kinds {params.kinds} for languages "
+            f"{languages or 'any'} (translation pairs come from gettext: mine with mine.gettext on)"
+        )
+    return {"train_file": str(Path(out) / "train.jsonl"), "train_lines": n, "by_kind": lines["train"]}
+
+
 @task(cache_policy=INPUTS + TASK_SOURCE, persist_result=True)
 def base_model(params: TrainParams, warehouse: str, data_snapshot: str, out: str) -> str:
     """The backbone to train from: a known backbone built (once) under `$M3_HOME/backbones`, a directory or Hub
@@ -69,13 +94,15 @@ def base_model(params: TrainParams, warehouse: str, data_snapshot: str, out: str
     return prepare_base_model(params.backbone, out, warehouse=warehouse, scratch=params.scratch)
 
 
-def train_config(params: TrainParams, model: str, data: str, out: str) -> TrainConfig:
-    """The run's TrainConfig: the recipe for the backbone, the flow's overrides, and the flow's bookkeeping."""
+def train_config(params: TrainParams, model: str, data: str, out: str, overrides=None) -> TrainConfig:
+    """The run's TrainConfig: the recipe for the backbone, the flow's overrides (`overrides`, default the
+    `train` parameters' own; stage 1 passes its), and the flow's bookkeeping."""
     from m3core.train.recipes import build_train_config
 
-    cfg = build_train_config(params.recipe_name, model, out, [data], params.overrides)
+    overrides = params.overrides if overrides is None else overrides
+    cfg = build_train_config(params.recipe_name, model, out, [data], overrides)
     flow_defaults = {"show_progress": False, "logging_steps": 10, "report_to": ["mlflow"]}
-    set_by_user = params.overrides.model_dump(exclude_none=True)
+    set_by_user = overrides.model_dump(exclude_none=True)
     return cfg.model_copy(update={k: v for k, v in flow_defaults.items() if k not in set_by_user})
 
 
@@ -127,7 +154,25 @@ def retrain(params: RetrainParams | None = None) -> dict:
         params.negatives,
         params.registry.model_name,
     )
-    cfg = train_config(params.train, base, negs["file"], str(work / "model"))
+    start, stage1 = base, None
+    if params.stage1.enabled:
+        s1_data = timed(
+            "export_stage1",
+            export_stage1,
+            wh,
+            str(work / "data" / "stage1"),
+            params.stage1,
+            params.train_languages,
+        )
+        log.info("stage 1: %s training lines %s", s1_data["train_lines"], s1_data["by_kind"])
+        s1_cfg = train_config(
+            params.train, base, s1_data["train_file"], str(work / "stage1-model"), params.stage1.overrides
+        )
+        stage1 = timed(
+            "train_stage1", train_flow, s1_cfg.model_dump(mode="json"), params.train.torchrun_nproc
+        )
+        start = str(work / "stage1-model")
+    cfg = train_config(params.train, start, negs["file"], str(work / "model"))
     summary = timed("train", train_flow, cfg.model_dump(mode="json"), params.train.torchrun_nproc)
     weights = None
     if params.eval.choose_weights and data["dev_dir"]:
@@ -164,6 +209,7 @@ def retrain(params: RetrainParams | None = None) -> dict:
                 "eval_report": str(work / "eval" / "trained" / "report.json"),
                 "base_report": str(work / "eval" / "base" / "report.json"),
                 "base_model": base,
+                "stage1_model": start if stage1 is not None else None,
                 "train_config": cfg.model_dump(mode="json"),
                 "data_snapshot": data["data_snapshot"],
             },
@@ -176,6 +222,7 @@ def retrain(params: RetrainParams | None = None) -> dict:
         "work_dir": str(work),
         "mined": mined["totals"],
         "synth": {k: synth.get(k) for k in ("accepted", "rejected", "sent", "cached")},
+        "stage1": stage1,
         "train": summary,
         "recipe": params.train.recipe_name,
         "hybrid_weights": weights,

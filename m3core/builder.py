@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import logging
+import unicodedata
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,7 +65,24 @@ class TinyModelSpec:
 def train_tokenizer(
     texts: Iterable[str], vocab_size: int = 2000, max_tokens: int = 512
 ) -> PreTrainedTokenizerFast:
-    """A Unigram tokenizer trained on `texts`, wrapped as a transformers fast tokenizer with XLM-R's specials."""
+    """A Unigram tokenizer trained on `texts`, wrapped as a transformers fast tokenizer with XLM-R's specials.
+
+    At most half the vocabulary goes to single characters: text of many scripts (gettext catalogs of every
+    language) has more distinct characters than a small vocabulary holds, and `tokenizers`' Unigram trainer,
+    unlike its BPE one (`limit_alphabet`), then fails ("The vocabulary is not large enough to contain all
+    chars"). The rarest characters are left out of training instead; they encode as `<unk>`.
+    """
+    texts = [unicodedata.normalize("NFKC", t) for t in texts]  # the normalizer below: count what it will see
+    counts = Counter(ch for t in texts for ch in t)
+    max_alphabet = vocab_size // 2
+    if len(counts) > max_alphabet:
+        rare = [ch for ch, _ in counts.most_common()[max_alphabet:]]
+        logger.info(
+            "tokenizer: %d distinct characters for a vocabulary of %d; the %d rarest (%d occurrences) become <unk>",
+            len(counts), vocab_size, len(rare), sum(counts[ch] for ch in rare),
+        )  # fmt: skip
+        table = str.maketrans(dict.fromkeys(rare, " "))
+        texts = [t.translate(table) for t in texts]
     tok = Tokenizer(models.Unigram())
     tok.normalizer = normalizers.NFKC()
     tok.pre_tokenizer = pre_tokenizers.Metaspace()

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
+from typing import Literal, get_args
 
-PAIR_KINDS = ("translation", "title-body", "question-answer", "synthetic")
+PairKind = Literal["translation", "title-body", "question-answer", "synthetic"]
+PAIR_KINDS: tuple[str, ...] = get_args(PairKind)
 
 
 def content_hash(*parts: str) -> str:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import mlflow
 import pytest
+import yaml
 
 from tests.support.procs import platform_home
 from tests.support.retrain import small_params
@@ -105,7 +106,20 @@ def test_a_retrain_on_a_changed_eval_set_ends_in_a_real_decision(first_run, harn
     params = small_params("t3")
     params.mine.manpage_languages = ["en", "de", "fr", "es"]
     params.train_languages = ["de", "fr", "en", "es"]
+    # and a two-stage run: stage 1 dense-only on gettext translation pairs, stage 2 from its weights
+    params.mine.gettext, params.mine.max_catalogs_per_language = True, 1
+    params.stage1.enabled, params.stage1.max_per_language = True, 40
+    params.stage1.overrides.max_steps = 3
     third = retrain(params)
+    work = Path(third["work_dir"])
+    assert third["stage1"]["steps"] == 3 and third["train"]["steps"] == 12
+    stage1_cfg = yaml.safe_load((work / "stage1-model" / "train_config.yaml").read_text())
+    assert stage1_cfg["modes"] == ["dense"] and not stage1_cfg["self_distill"]
+    assert stage1_cfg["model"] == str(work / "base-model")
+    lines = [json.loads(x) for x in Path(stage1_cfg["train_data"][0]).read_text().splitlines()]
+    assert len(lines) > 10  # translation pairs (source string → its translation)
+    registration = json.loads((work / "registration.json").read_text())
+    assert registration["train_config"]["model"] == registration["stage1_model"] == str(work / "stage1-model")
     reg = third["registered"]
     assert reg["eval_set_id"] != champion.tags["eval_set_id"]
     assert str(reg["champion_version"]) == str(champion.version) and reg["champion_value"] is not None
@@ -113,3 +127,13 @@ def test_a_retrain_on_a_changed_eval_set_ends_in_a_real_decision(first_run, harn
     assert re.search(r"\d\.\d{4} (>=|<) champion \d\.\d{4}", reg["reason"]), reg["reason"]
     retagged = client.get_model_version("m3", champion.version).tags
     assert any(k.startswith(f"eval.{reg['eval_set_id']}") for k in retagged), sorted(retagged)
+
+
+def test_stage_one_without_its_pairs_is_a_clear_error(first_run, harness):
+    """Stage 1 on a warehouse holding none of its pair kinds stops before training, naming what to mine."""
+    from flows.params import Stage1Params
+    from flows.retrain import export_stage1
+    from flows.settings import warehouse_path
+
+    with pytest.raises(ValueError, match=r"stage 1 found no training pairs of kinds \['synthetic'\]"):
+        export_stage1.fn(str(warehouse_path()), str(harness / "s1"), Stage1Params(kinds=["synthetic"]), [])

@@ -405,3 +405,20 @@ def test_cli_list_and_fetch(tmp_path, capsys, weights_bin, tok_json):
     assert capsys.readouterr().out.strip() == str(path)
     assert main(["backbone", "fetch", "no-such", "--home", str(home)]) == 2
     assert "unknown backbone 'no-such'" in capsys.readouterr().err
+
+
+def test_scratch_tokenizer_on_more_characters_than_its_vocabulary():
+    """Many scripts (gettext catalogs of every language) outnumber a small vocabulary: the rarest characters
+    are left out (encoded as <unk>) instead of the trainer failing ("vocabulary is not large enough")."""
+    import random
+
+    rng = random.Random(0)
+    cjk = [chr(0x4E00 + i) for i in range(600)]  # 600 distinct characters, each in a few texts
+    texts = textgen.sentences(200) + ["".join(rng.sample(cjk, 8)) for _ in range(300)]
+    tok = train_tokenizer(texts, vocab_size=300)
+    assert len(tok) <= 300
+    unk = tok.unk_token_id
+    common = textgen.sentences(5)[0]
+    assert unk not in tok(common, add_special_tokens=False)["input_ids"]
+    ids = tok("".join(cjk), add_special_tokens=False)["input_ids"]
+    assert unk in ids and len(set(ids) - {unk}) < 150  # at most half the vocabulary is characters
