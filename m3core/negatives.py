@@ -7,6 +7,21 @@ A negative is never one of the query's positives nor a duplicate of the query (c
 whitespace and case), and never repeated. When the window holds too few eligible passages, random pool
 passages outside the skipped top ranks fill the list (reported, and marked with rank None).
 
+Positive-aware filtering (off by default; sentence-transformers' `absolute_margin` / `relative_margin`,
+NV-Retriever's "TopK-MarginPos" / "TopK-PercPos"): a candidate scoring almost as high as the query's positive is
+more likely an unlabelled answer than a negative, so one scoring above `pos − absolute_margin` or
+`pos − relative_margin·|pos|` (= `pos·(1 − relative_margin)` for pos ≥ 0) is dropped; with both, the lower
+bound applies. `pos` is the query's *lowest* positive score (with several positives, the strictest threshold).
+The `|pos|` keeps the bound below the positive when its score is negative, where the plain `pos·(1 − r)` would
+lie above it and keep candidates scoring *higher* than the positive.
+The scores are the ranking's own (dense, or the hybrid with `mode="hybrid"`) or, with `rescore="hybrid"`, the
+hybrid of the modes with a non-zero weight (a better judge than dense alone), which also orders the sampled
+negatives hardest first; the sample itself is drawn from the rank window as without rescoring. Dropped
+candidates are counted as likely false negatives (`MiningResult.n_margin_dropped`, the run summary,
+`mining_runs`), never hidden; random top-up passages pass the same check and count when dropped.
+`rescore="hybrid"` is an error with a plain backbone (no trained sparse/ColBERT heads: they are random) unless
+the weights are dense-only.
+
 Optionally each example carries teacher scores: the model's hybrid score (w_dense·dense + w_sparse·lex +
 w_colbert·colbert) of the query against each positive and negative, as the M3 self-distillation expects.
 
@@ -18,11 +33,13 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Sequence
+import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -30,8 +47,12 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 # `Example` and its JSONL reader/writer are defined once, in `m3core.data.examples` (`m3core.negatives.Example` and
 # `write_jsonl` are those).
 from m3core.data.examples import Example, read_jsonl, write_jsonl
-from m3core.modes import OUTPUTS, MiningMode, Mode
-from m3core.retrieval.corpus import encode_texts, read_corpus  # noqa: F401  (re-exported: m3core.negatives.read_corpus)
+from m3core.modes import OUTPUTS, MiningMode, Mode, Weights
+from m3core.retrieval.corpus import (  # noqa: F401  (read_corpus re-exported: m3core.negatives.read_corpus)
+    Embeddings,
+    encode_texts,
+    read_corpus,
+)
 from m3core.retrieval.hybrid import mode_scores, model_weights, resolve_weights
 from m3core.retrieval.retriever import Retriever, RetrieverConfig
 
@@ -67,6 +88,13 @@ MIGRATIONS: list[tuple[str, str]] = [
         );
         """,
     ),
+    (
+        "0002_mining_runs_margin_dropped",
+        """
+        -- candidates dropped by absolute/relative_margin (likely false negatives); NULL: a run recorded before
+        ALTER TABLE mining_runs ADD COLUMN n_margin_dropped BIGINT;
+        """,
+    ),
 ]
 
 
@@ -74,6 +102,9 @@ class NegativesConfig(BaseModel):
     """How to mine (`m3 negatives` flags, the `mine_hard_negatives` flow's parameters; saved with each run).
 
     `rank_range` is 1-based and inclusive; `candidates` (the ranked depth) is raised to its end if smaller.
+    `absolute_margin` / `relative_margin` (None: off) drop candidates scoring above the query's lowest
+    positive score less the margin; `rescore="hybrid"` judges (and orders) them by the hybrid score instead of
+    the ranking's (see the module docstring).
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -92,6 +123,25 @@ class NegativesConfig(BaseModel):
     batch_size: int = Field(32, ge=1)
     query_max_length: int | None = None
     passage_max_length: int | None = None
+    absolute_margin: float | None = Field(
+        None,
+        ge=0,
+        allow_inf_nan=False,
+        description="drop a candidate scoring above (lowest positive score) - this; None: off",
+    )
+    relative_margin: float | None = Field(
+        None,
+        ge=0,
+        lt=1,
+        allow_inf_nan=False,
+        description="drop a candidate scoring above pos - this * |pos| (pos: the lowest positive score; "
+        "pos * (1 - this) when pos >= 0); None: off",
+    )
+    rescore: Literal["hybrid"] | None = Field(
+        None,
+        description="judge the margins by the hybrid score (modes with a non-zero weight) and order the "
+        "negatives by it, hardest first; None: the ranking's own scores and rank order",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> NegativesConfig:
@@ -115,6 +165,9 @@ class MiningResult:
     pool: list[str]
     n_topped_up: int
     n_short: int  # examples left with fewer than num_negatives (pool too small)
+    # Passages dropped by the margins as likely false negatives: window candidates, plus random top-up passages
+    # rejected for the same reason (distinct per example, summed).
+    n_margin_dropped: int = 0
 
 
 def normalize(text: str) -> str:
@@ -124,6 +177,62 @@ def normalize(text: str) -> str:
     True
     """
     return " ".join(text.split()).casefold()
+
+
+def margin_threshold(pos_scores: Sequence[float], absolute: float | None, relative: float | None) -> float:
+    """The highest score a negative may have: the lowest positive score ``pos`` less each margin given (the
+    stricter wins); +inf without margins. The relative margin is a fraction of ``|pos|``: for a negative
+    ``pos``, ``pos·(1 − relative)`` would lie *above* the positive and let harder passages through.
+
+    >>> margin_threshold([1.0, 0.75], absolute=0.25, relative=None)
+    0.5
+    >>> margin_threshold([1.0, 0.75], absolute=0.25, relative=0.5)
+    0.375
+    >>> margin_threshold([-0.5], absolute=None, relative=0.5)  # below the positive, not -0.25
+    -0.75
+    >>> margin_threshold([1.0], absolute=None, relative=None)
+    inf
+    """
+    pos = min(pos_scores)
+    bounds = [math.inf]
+    if absolute is not None:
+        bounds.append(pos - absolute)
+    if relative is not None:
+        bounds.append(pos - relative * abs(pos))
+    return min(bounds)
+
+
+def _untrained_heads(embedder: Any) -> str | None:
+    """The model of ``embedder`` when its sparse and ColBERT heads are not trained (a plain backbone: the heads
+    are random, so lexical, ColBERT and hybrid scores say nothing), else None; None too when it cannot be told
+    (a model built in memory, or an embedder that is not an `M3Embedder`)."""
+    from m3core.model import has_trained_heads
+
+    runner = getattr(embedder, "runner", None)
+    manifest = getattr(runner, "manifest", None)
+    if isinstance(manifest, dict):  # an ONNX export records whether its source had trained heads
+        return None if manifest.get("trained_heads", True) else str(runner.directory)
+    path = getattr(getattr(embedder, "model", None), "name_or_path", None)  # set by M3Model.from_pretrained
+    return path if path is not None and not has_trained_heads(path) else None
+
+
+def _hybrid(
+    q_emb: Embeddings,
+    pool_emb: Embeddings,
+    qi: int,
+    ids: Sequence[int],
+    outputs: Sequence[str],
+    weights: Weights,
+) -> np.ndarray:
+    """Query ``qi``'s hybrid scores (w_dense·dense + w_sparse·lex + w_colbert·colbert) of the pool passages
+    ``ids``, float64 ``[len(ids)]``; a mode not in ``outputs`` counts 0 (its weight is 0)."""
+    from m3core.scoring import hybrid_scores
+
+    ids = np.asarray(ids, dtype=np.int64)
+    ms = mode_scores(q_emb, pool_emb, qi, ids, outputs)
+    zeros = np.zeros(len(ids), dtype=np.float32)
+    parts = [zeros if p is None else p for p in (ms.dense, ms.sparse, ms.colbert)]
+    return np.asarray(hybrid_scores(*parts, weights=weights), dtype=np.float64)
 
 
 def build_pool(examples: Sequence[Example], corpus: Sequence[str] | None) -> list[str]:
@@ -147,8 +256,11 @@ def _sample(
     norm_pool: list[str],
     cfg: NegativesConfig,
     rng: np.random.Generator,
-) -> tuple[list[int], list[int | None]]:
-    """Pick negatives for one example: doc ids and their ranks (None for random top-up)."""
+    score: Callable[[list[int]], np.ndarray] | None = None,
+    threshold: float = math.inf,
+) -> tuple[list[int], list[int | None], int]:
+    """Pick negatives for one example: doc ids, their ranks (None for random top-up) and how many distinct
+    passages were dropped for scoring above ``threshold`` by ``score`` (given with margins or rescoring)."""
     lo, hi = cfg.rank_range
     banned = {normalize(p) for p in ex.pos} | {normalize(ex.query)}
     window, seen = [], set(banned)
@@ -159,8 +271,19 @@ def _sample(
         if key not in seen:
             seen.add(key)
             window.append((doc, rank))
+    filtering = score is not None and threshold < math.inf
+    dropped: set[str] = set()  # normalized texts: a case/space variant of a dropped passage is not recounted
+    if filtering and window:
+        keep = score([d for d, _ in window]) <= threshold
+        dropped = {norm_pool[d] for (d, _), k in zip(window, keep, strict=True) if not k}
+        window = [w for w, k in zip(window, keep, strict=True) if k]
     take = min(cfg.num_negatives, len(window))
     picked = [window[i] for i in sorted(rng.choice(len(window), size=take, replace=False))] if take else []
+    if cfg.rescore and len(picked) > 1:
+        # Hardest first by the re-scoring; the sample is the one drawn in rank order, so rescoring without a
+        # margin changes only the order.
+        s = score([d for d, _ in picked])
+        picked = [picked[i] for i in np.argsort(-s, kind="stable")]
     docs, ranks = [d for d, _ in picked], [r for _, r in picked]
     if len(docs) < cfg.num_negatives:
         # Top-up: random pool passages, but never the skipped top ranks (likely false negatives).
@@ -168,14 +291,17 @@ def _sample(
         chosen = {norm_pool[d] for d in docs}
         for doc in rng.permutation(len(pool)).tolist():
             key = norm_pool[doc]
-            if key in banned or key in skipped or key in chosen:
+            if key in banned or key in skipped or key in chosen or key in dropped:
+                continue
+            if filtering and score([doc])[0] > threshold:
+                dropped.add(key)
                 continue
             chosen.add(key)
             docs.append(doc)
             ranks.append(None)
             if len(docs) == cfg.num_negatives:
                 break
-    return docs, ranks
+    return docs, ranks, len(dropped)
 
 
 def mine_negatives(
@@ -194,10 +320,18 @@ def mine_negatives(
         if not ex.query.strip() or not ex.pos or not all(p.strip() for p in ex.pos):
             raise ValueError(f"example {i}: needs a non-empty query and at least one non-empty positive")
     weights = model_weights(embedder, cfg.weights)
+    if cfg.rescore == "hybrid" and (weights[1] or weights[2]):
+        # Checked before any encoding: random heads would make the judge (and the order) noise.
+        plain = _untrained_heads(embedder)
+        if plain is not None:
+            raise ValueError(
+                f"rescore='hybrid': {plain} has no trained sparse/ColBERT heads (a plain backbone), so its hybrid "
+                f"score (weights {weights}) means nothing; leave rescore off or give weights '1,0,0'"
+            )
     pool = build_pool(examples, corpus)
     norm_pool = [normalize(t) for t in pool]
     outputs = {"dense"}
-    if cfg.mode == "hybrid" or cfg.teacher_scores:
+    if cfg.mode == "hybrid" or cfg.teacher_scores or cfg.rescore:
         outputs |= {n for n, w in zip(OUTPUTS, weights, strict=True) if w}
     outputs_t = tuple(o for o in OUTPUTS if o in outputs)
     common = {"outputs": outputs_t, "batch_size": cfg.batch_size, "model_id": model_id}
@@ -214,11 +348,27 @@ def mine_negatives(
     _, ranked = retriever.search(q_emb, search_mode, k=min(depth, len(pool)), weights=weights)
 
     index_of = {t: i for i, t in enumerate(pool)}
+    margins = cfg.absolute_margin is not None or cfg.relative_margin is not None
+    # The margins compare the ranking's own scores (dense, or the hybrid the retriever ranked by), or the hybrid
+    # when rescoring; one function scores the positives and the candidates alike, so they are comparable.
+    hybrid_scored = cfg.mode == "hybrid" or cfg.rescore == "hybrid"
+
+    def query_scores(qi: int, ids: list[int]) -> np.ndarray:
+        if hybrid_scored:
+            return _hybrid(q_emb, pool_emb, qi, ids, outputs_t, weights)
+        return mode_scores(q_emb, pool_emb, qi, np.asarray(ids), ("dense",)).dense.astype(np.float64)
+
     out: list[Example] = []
-    n_topped = n_short = 0
+    n_topped = n_short = n_dropped = 0
     for qi, ex in enumerate(examples):
         rng = np.random.default_rng([cfg.seed, qi])
-        docs, ranks = _sample(ex, ranked[qi], pool, norm_pool, cfg, rng)
+        score, threshold = None, math.inf
+        if margins or cfg.rescore:
+            score = partial(query_scores, qi)
+            pos_scores = score([index_of[p] for p in ex.pos])
+            threshold = margin_threshold(pos_scores.tolist(), cfg.absolute_margin, cfg.relative_margin)
+        docs, ranks, dropped = _sample(ex, ranked[qi], pool, norm_pool, cfg, rng, score, threshold)
+        n_dropped += dropped
         n_topped += any(r is None for r in ranks)
         n_short += len(docs) < cfg.num_negatives
         mined = Example(
@@ -226,22 +376,22 @@ def mine_negatives(
             prompt=ex.prompt, type=ex.type, lang=ex.lang, pair_ids=list(ex.pair_ids),
         )  # fmt: skip
         if cfg.teacher_scores:
-            from m3core.scoring import hybrid_scores
-
-            ids = np.array([index_of[p] for p in ex.pos] + docs, dtype=np.int64)
-            ms = mode_scores(q_emb, pool_emb, qi, ids, outputs_t)
-            zeros = np.zeros(len(ids), dtype=np.float32)
-            parts = [zeros if p is None else p for p in (ms.dense, ms.sparse, ms.colbert)]
-            teacher = np.asarray(hybrid_scores(*parts, weights=weights), dtype=np.float64).tolist()
+            ids = [index_of[p] for p in ex.pos] + docs
+            teacher = _hybrid(q_emb, pool_emb, qi, ids, outputs_t, weights).tolist()
             mined.pos_scores, mined.neg_scores = teacher[: len(ex.pos)], teacher[len(ex.pos) :]
         out.append(mined)
     if n_topped:
         log.warning("%d of %d examples had too few candidates in ranks %s: topped up with random passages",
                     n_topped, len(out), cfg.rank_range)  # fmt: skip
     if n_short:
-        log.warning("%d examples have fewer than %d negatives: the pool (%d passages) is too small",
-                    n_short, cfg.num_negatives, len(pool))  # fmt: skip
-    return MiningResult(out, pool, n_topped, n_short)
+        log.warning("%d examples have fewer than %d negatives: the pool (%d passages) is too small%s",
+                    n_short, cfg.num_negatives, len(pool),
+                    " or the margins drop too much of it" if margins else "")  # fmt: skip
+    if margins:
+        log.info("%d candidates scored within the margin of their positive and were dropped as likely false "
+                 "negatives (absolute_margin %s, relative_margin %s, %s scores)", n_dropped,
+                 cfg.absolute_margin, cfg.relative_margin, "hybrid" if hybrid_scored else "dense")  # fmt: skip
+    return MiningResult(out, pool, n_topped, n_short, n_dropped)
 
 
 # ---------------------------------------------------------------------------------------------- I/O
@@ -285,6 +435,7 @@ def mine_file(
         "pool": len(result.pool),
         "topped_up": result.n_topped_up,
         "short": result.n_short,
+        "margin_dropped": result.n_margin_dropped,
     }
 
 
@@ -346,9 +497,11 @@ def write_warehouse(
     con.execute("BEGIN TRANSACTION")
     try:
         con.execute(
-            "INSERT INTO mining_runs VALUES (?, ?, ?, ?, ?, ?)",
-            [run_id, model_id, config.model_dump_json(), len(exs), result.n_topped_up, now],
-        )
+            "INSERT INTO mining_runs (run_id, model, config, n_examples, n_topped_up, n_margin_dropped, "
+            "created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [run_id, model_id, config.model_dump_json(), len(exs), result.n_topped_up,
+             result.n_margin_dropped, now],
+        )  # fmt: skip
         con.register("_mined", table)
         con.execute("INSERT INTO hard_negatives BY NAME SELECT * FROM _mined")
         con.unregister("_mined")

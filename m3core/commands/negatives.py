@@ -46,6 +46,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="hybrid weights: short, long or 'wd,ws,wc' (default: the model's profile)",
     )
+    parser.add_argument(
+        "--absolute-margin",
+        type=float,
+        default=None,
+        metavar="M",
+        help="drop candidates scoring above (the query's lowest positive score) - M: likely false negatives",
+    )
+    parser.add_argument(
+        "--relative-margin",
+        type=float,
+        default=None,
+        metavar="M",
+        help="drop candidates scoring above pos - M*|pos| (pos*(1-M) for pos >= 0), M in [0, 1)",
+    )
+    parser.add_argument(
+        "--rescore",
+        choices=("hybrid",),
+        default=None,
+        help="judge the margins by the hybrid score and order the negatives by it (needs trained heads)",
+    )
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--query-max-length", type=int, default=None)
     parser.add_argument("--passage-max-length", type=int, default=None)
@@ -61,7 +81,18 @@ def _parse_range(text: str) -> tuple[int, int]:
     return lo, hi
 
 
+def _flag_error(err: dict) -> str:
+    """One pydantic error as `--flag VALUE: message` (the flags are the config's fields, `--range` aside)."""
+    if not err["loc"]:  # a whole-config check (rank_range): its message names the field already
+        return err["msg"].removeprefix("Value error, ")
+    field = str(err["loc"][0])
+    flag = "--range" if field == "rank_range" else "--" + field.replace("_", "-")
+    return f"{flag} {err['input']!r}: {err['msg']}"
+
+
 def run(args: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+
     from m3core import M3Embedder
     from m3core.negatives import (
         NegativesConfig,
@@ -79,8 +110,12 @@ def run(args: argparse.Namespace) -> int:
     if not args.output and not args.to_warehouse:
         raise ValueError("nowhere to write: give --output FILE and/or --to-warehouse")
     same = ("mode", "num_negatives", "seed", "teacher_scores", "weights", "batch_size")  # flag = field name
-    same += ("query_max_length", "passage_max_length")
-    config = NegativesConfig(rank_range=_parse_range(args.range), **{k: getattr(args, k) for k in same})
+    same += ("query_max_length", "passage_max_length", "absolute_margin", "relative_margin", "rescore")
+    try:
+        config = NegativesConfig(rank_range=_parse_range(args.range), **{k: getattr(args, k) for k in same})
+    except ValidationError as err:
+        # The front door prints one line per error; pydantic's message spans several and names fields, not flags.
+        raise ValueError("; ".join(_flag_error(e) for e in err.errors())) from None
     split = lambda s: [x.strip() for x in s.split(",") if x.strip()]  # noqa: E731
     wh = None
     if args.from_warehouse or args.to_warehouse:
@@ -106,6 +141,7 @@ def run(args: argparse.Namespace) -> int:
             "examples": len(result.examples),
             "pool": len(result.pool),
             "topped_up": result.n_topped_up,
+            "margin_dropped": result.n_margin_dropped,
         }
         if args.output:
             summary["output"] = str(write_jsonl(result.examples, args.output))

@@ -1,16 +1,26 @@
-"""Hard-negative mining: never a positive or the query, rank window honoured, top-up, teacher scores, outputs."""
+"""Hard-negative mining: never a positive or the query, rank window honoured, top-up, teacher scores, the
+positive-aware margins and hybrid re-scoring, outputs (JSONL, warehouse, CLI)."""
 
 from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
 
 from m3core import scoring
 from m3core.commands import negatives as negatives_cmd
-from m3core.negatives import Example, NegativesConfig, mine_negatives, normalize, read_examples, write_jsonl
+from m3core.negatives import (
+    Example,
+    NegativesConfig,
+    margin_threshold,
+    mine_negatives,
+    normalize,
+    read_examples,
+    write_jsonl,
+)
 from tests.support import textgen
 
 
@@ -142,8 +152,11 @@ def test_cli_from_warehouse_to_jsonl_and_warehouse(tiny_model_dir, tmp_path, cap
         rows = wh.con.execute(
             "SELECT query, neg, neg_ranks, pair_ids, run_id FROM hard_negatives ORDER BY query"
         ).fetchall()
-        assert wh.schema_version("negatives") == 1
-        assert wh.con.execute("SELECT n_examples FROM mining_runs").fetchone()[0] == len(rows)
+        assert wh.schema_version("negatives") == 2
+        n_examples, n_dropped = wh.con.execute(
+            "SELECT n_examples, n_margin_dropped FROM mining_runs"
+        ).fetchone()
+        assert n_examples == len(rows) and n_dropped == 0 == summary["margin_dropped"]
     by_query = {x["query"]: x["neg"] for x in lines}
     assert len(rows) == len(lines)
     for query, neg, ranks, pair_ids, run_id in rows:
@@ -176,3 +189,304 @@ def test_cli_from_files_roundtrip(tiny_model_dir, tmp_path, data, capsys):
     assert [m.query for m in mined] == [e.query for e in examples[:5]] and all(len(m.neg) == 2 for m in mined)
     with pytest.raises(ValueError, match="exactly one of --input"):
         _run_cli(["--model", str(tiny_model_dir), "--output", str(out)])
+
+
+# ------------------------------------------------------------------------------ positive-aware margins, rescoring
+SHORT = (1.0, 0.3, 1.0)  # the tiny model has no saved profile: mining uses the `short` preset
+
+
+def _dense_full(embedder, queries, pool):
+    """Every query × pool dense score as a plain dot product of the embedder's vectors (no mining code)."""
+    q = np.asarray(embedder.encode_queries(queries)["dense_vecs"], dtype=np.float64)
+    p = np.asarray(embedder.encode_corpus(pool)["dense_vecs"], dtype=np.float64)
+    return q @ p.T
+
+
+def _window(row, pool, ex, lo, hi):
+    """Pool ids of ranks lo..hi of the brute-force ranking `row`, in rank order, without the query's positives,
+    the query and repeats (compared normalized), as the module docstring defines the window."""
+    seen, out = {normalize(p) for p in ex.pos} | {normalize(ex.query)}, []
+    for rank, doc in enumerate(np.argsort(-row, kind="stable")[:hi].tolist(), start=1):
+        key = normalize(pool[doc])
+        if rank >= lo and key not in seen:
+            seen.add(key)
+            out.append(doc)
+    return out
+
+
+def _threshold(pos, absolute=None, relative=None):
+    """The spec, written out: below the lowest positive score by each margin (relative: a fraction of |pos|)."""
+    bounds = [np.inf]
+    if absolute is not None:
+        bounds.append(pos - absolute)
+    if relative is not None:
+        bounds.append(pos - relative * abs(pos))
+    return min(bounds)
+
+
+def _expected(full, pool, examples, cfg, eps):
+    """Per example, independently: (window, threshold, dropped if no score is within eps of it: low, high)."""
+    index = {t: i for i, t in enumerate(pool)}
+    out = []
+    for qi, ex in enumerate(examples):
+        row = full[qi]
+        window = _window(row, pool, ex, *cfg.rank_range)
+        thr = _threshold(min(row[index[p]] for p in ex.pos), cfg.absolute_margin, cfg.relative_margin)
+        out.append(
+            (window, thr, sum(row[d] > thr + eps for d in window), sum(row[d] > thr - eps for d in window))
+        )
+    return out
+
+
+def _full(embedder, examples, pool, by):
+    queries = [e.query for e in examples]
+    return (
+        _hybrid_full(embedder, queries, pool, SHORT)
+        if by == "hybrid"
+        else _dense_full(embedder, queries, pool)
+    )
+
+
+@pytest.mark.parametrize(
+    ("mode", "margins", "two_positives"),
+    [
+        ("dense", {"absolute_margin": 0.002}, False),
+        ("hybrid", {"absolute_margin": 0.1}, False),
+        ("dense", {"relative_margin": 0.002}, False),
+        ("hybrid", {"relative_margin": 0.04}, False),
+        (
+            "dense",
+            {"absolute_margin": 0.001, "relative_margin": 0.003},
+            False,
+        ),  # the relative one is stricter
+        ("hybrid", {"absolute_margin": 0.1}, True),  # the threshold follows the lower-scoring positive
+    ],
+    ids=["dense-abs", "hybrid-abs", "dense-rel", "hybrid-rel", "dense-both", "hybrid-two-positives"],
+)
+def test_margins_drop_exactly_the_window_candidates_above_the_threshold(
+    tiny_embedder, data, mode, margins, two_positives
+):
+    examples, corpus = data
+    if two_positives:  # a second positive each: another query's, which this query's model scores lower
+        examples = [replace(e, pos=[*e.pos, examples[i - 1].pos[0]]) for i, e in enumerate(examples)]
+    cfg = NegativesConfig(mode=mode, rank_range=(2, 40), num_negatives=2, seed=3, **margins)
+    eps = 1e-5 if mode == "dense" else 1e-4
+    pool = mine_negatives(
+        tiny_embedder, examples[:1], corpus, NegativesConfig()
+    ).pool  # the same pool for all
+    full = _full(tiny_embedder, examples, pool, mode)
+    # Only examples whose window keeps enough candidates: then no random top-up runs and every drop is a window's.
+    keep = [
+        i for i, (w, _, _, hi) in enumerate(_expected(full, pool, examples, cfg, eps)) if len(w) - hi >= 2
+    ]
+    chosen = [examples[i] for i in keep]
+    assert len(chosen) >= 5
+    result = mine_negatives(tiny_embedder, chosen, corpus, cfg)
+    assert result.pool == pool and result.n_topped_up == 0
+    expected = _expected(full[keep], pool, chosen, cfg, eps)
+    low, high = sum(e[2] for e in expected), sum(e[3] for e in expected)
+    assert 0 < low <= result.n_margin_dropped <= high
+    index = {t: i for i, t in enumerate(pool)}
+    for ex, row, (window, thr, _, _) in zip(result.examples, full[keep], expected, strict=True):
+        assert len(ex.neg) == 2 and all(r is not None for r in ex.neg_ranks)
+        assert all(row[index[n]] <= thr + eps for n in ex.neg), "a negative scores above the threshold"
+        assert {index[n] for n in ex.neg} <= set(window)
+    if "absolute_margin" in margins and "relative_margin" in margins:
+        # With both, the lower threshold applies: the absolute one alone would drop fewer.
+        absolute_only = cfg.model_copy(update={"relative_margin": None})
+        weaker = _expected(full[keep], pool, chosen, absolute_only, eps)
+        assert sum(e[3] for e in weaker) < low
+
+
+def test_top_up_passages_pass_the_margin_too(tiny_embedder, data):
+    examples, corpus = data
+    cfg = NegativesConfig(rank_range=(2, 40), num_negatives=3, seed=5, absolute_margin=0.002)
+    pool = mine_negatives(tiny_embedder, examples[:1], corpus, NegativesConfig()).pool
+    full = _dense_full(tiny_embedder, [e.query for e in examples], pool)
+    expected = _expected(full, pool, examples, cfg, 1e-5)
+    result = mine_negatives(tiny_embedder, examples, corpus, cfg)
+    assert result.n_topped_up > 0  # some windows lose (nearly) every candidate to the margin
+    index = {t: i for i, t in enumerate(result.pool)}
+    for ex, row, (_, thr, _, _) in zip(result.examples, full, expected, strict=True):
+        assert len(ex.neg) == 3
+        assert all(row[index[n]] <= thr + 1e-5 for n in ex.neg)
+    # Top-up rejects count as drops too, on top of the window's.
+    assert result.n_margin_dropped >= sum(e[2] for e in expected)
+
+
+def test_margins_off_change_nothing_and_leave_unaffected_queries_alone(tiny_embedder, data):
+    examples, corpus = data
+    base_cfg = NegativesConfig(rank_range=(10, 40), num_negatives=3, seed=9)
+    base = mine_negatives(tiny_embedder, examples, corpus, base_cfg)
+    explicit = NegativesConfig(
+        rank_range=(10, 40), num_negatives=3, seed=9, absolute_margin=None, relative_margin=None, rescore=None
+    )
+    off = mine_negatives(tiny_embedder, examples, corpus, explicit)
+    assert base.n_margin_dropped == off.n_margin_dropped == 0 and base.n_topped_up == 0
+    assert [(e.neg, e.neg_ranks) for e in off.examples] == [(e.neg, e.neg_ranks) for e in base.examples]
+    # A margin that drops nothing of a query's window leaves that query's negatives exactly as without it.
+    margin_cfg = base_cfg.model_copy(update={"absolute_margin": 0.0})
+    margin = mine_negatives(tiny_embedder, examples, corpus, margin_cfg)
+    full = _dense_full(tiny_embedder, [e.query for e in examples], base.pool)
+    expected = _expected(full, base.pool, examples, margin_cfg, 1e-5)
+    untouched = [i for i, e in enumerate(expected) if e[3] == 0]
+    touched = [i for i, e in enumerate(expected) if e[2] > 0]
+    assert untouched and touched
+    for i in untouched:
+        assert (margin.examples[i].neg, margin.examples[i].neg_ranks) == (
+            base.examples[i].neg,
+            base.examples[i].neg_ranks,
+        )
+    assert any(margin.examples[i].neg != base.examples[i].neg for i in touched)
+
+
+def test_rescore_hybrid_judges_and_orders_by_the_hybrid_score(tiny_embedder, data):
+    examples, corpus = data
+    base_cfg = NegativesConfig(mode="dense", rank_range=(2, 40), num_negatives=4, seed=2)
+    base = mine_negatives(tiny_embedder, examples, corpus, base_cfg)
+    queries = [e.query for e in examples]
+    hybrid = _hybrid_full(tiny_embedder, queries, base.pool, SHORT)
+    index = {t: i for i, t in enumerate(base.pool)}
+    eps = 1e-4
+
+    # Alone: the same sample as without rescoring (same ranks), ordered hardest first by the hybrid score.
+    ordered = mine_negatives(
+        tiny_embedder, examples, corpus, base_cfg.model_copy(update={"rescore": "hybrid"})
+    )
+    assert ordered.n_margin_dropped == 0
+    reordered = 0
+    for ex, b, row in zip(ordered.examples, base.examples, hybrid, strict=True):
+        assert sorted(zip(ex.neg, ex.neg_ranks, strict=True)) == sorted(zip(b.neg, b.neg_ranks, strict=True))
+        h = [row[index[n]] for n in ex.neg]
+        assert np.all(np.diff(h) <= eps), "not in descending hybrid order"
+        reordered += ex.neg != b.neg
+    assert reordered > 0  # the dense rank order is not the hybrid order
+
+    # With a margin: the hybrid score decides what is dropped, while the window is still the dense ranking's.
+    cfg = base_cfg.model_copy(update={"rescore": "hybrid", "absolute_margin": 0.1})
+    dense = _dense_full(tiny_embedder, queries, base.pool)
+    keep = []
+    for qi, ex in enumerate(examples):
+        window = _window(dense[qi], base.pool, ex, 2, 40)
+        thr = min(hybrid[qi][index[p]] for p in ex.pos) - 0.1
+        if sum(hybrid[qi][d] <= thr - eps for d in window) >= 4:
+            keep.append((qi, window, thr))
+    chosen = [examples[qi] for qi, _, _ in keep]
+    result = mine_negatives(tiny_embedder, chosen, corpus, cfg)
+    assert result.n_topped_up == 0
+    low = sum(sum(hybrid[qi][d] > thr + eps for d in w) for qi, w, thr in keep)
+    high = sum(sum(hybrid[qi][d] > thr - eps for d in w) for qi, w, thr in keep)
+    assert 0 < low <= result.n_margin_dropped <= high
+    for ex, (qi, window, thr) in zip(result.examples, keep, strict=True):
+        h = [hybrid[qi][index[n]] for n in ex.neg]
+        assert all(x <= thr + eps for x in h) and np.all(np.diff(h) <= eps)
+        assert {index[n] for n in ex.neg} <= set(window)
+
+
+def test_rescore_hybrid_needs_trained_heads(tiny_model_dir, tmp_path, data):
+    import shutil
+
+    from m3core import M3Embedder
+    from m3core.model import COLBERT_FILE, SPARSE_FILE
+
+    examples, corpus = data
+    plain = shutil.copytree(tiny_model_dir, tmp_path / "plain")
+    (plain / COLBERT_FILE).unlink()
+    (plain / SPARSE_FILE).unlink()
+    embedder = M3Embedder(str(plain), batch_size=8, show_progress=False)  # random sparse/ColBERT heads
+    with pytest.raises(ValueError, match=r"rescore='hybrid': .*plain has no trained sparse/ColBERT heads"):
+        mine_negatives(embedder, examples[:3], corpus, NegativesConfig(rescore="hybrid", absolute_margin=0.0))
+    # With dense-only weights the hybrid is the dense score: no heads needed.
+    ok = mine_negatives(
+        embedder, examples[:3], corpus, NegativesConfig(rescore="hybrid", weights="1,0,0", num_negatives=2)
+    )
+    assert [len(e.neg) for e in ok.examples] == [2, 2, 2]
+
+
+def test_margin_config_is_validated_naming_the_field():
+    from pydantic import ValidationError
+
+    for field, value in [
+        ("relative_margin", 1.0),
+        ("relative_margin", -0.1),
+        ("relative_margin", float("nan")),
+        ("absolute_margin", -0.5),
+        ("absolute_margin", float("inf")),
+        ("rescore", "dense"),
+    ]:
+        with pytest.raises(ValidationError, match=field):
+            NegativesConfig(**{field: value})
+    assert NegativesConfig(relative_margin=0.0, absolute_margin=0.0).relative_margin == 0.0
+
+
+def test_relative_margin_stays_below_a_negative_positive_score():
+    for pos in (-2.0, -0.3, 0.0, 0.4, 1.5):
+        for r in (0.0, 0.1, 0.5, 0.99):
+            thr = margin_threshold([pos, pos + 1.0], absolute=None, relative=r)
+            assert thr <= pos and thr == pytest.approx(pos - r * abs(pos))
+    assert margin_threshold([-0.5], absolute=0.1, relative=0.5) == pytest.approx(-0.75)  # the stricter
+    assert margin_threshold([0.8], absolute=0.1, relative=None) == pytest.approx(0.7)
+    assert margin_threshold([0.8], absolute=None, relative=None) == float("inf")
+
+
+def test_warehouse_records_drops_and_migrates_a_version_1_warehouse(tiny_embedder, data, tmp_path):
+    from m3core.data.warehouse import Warehouse
+    from m3core.negatives import MIGRATIONS, write_warehouse
+
+    examples, corpus = data
+    db = tmp_path / "w.duckdb"
+    with Warehouse(db) as wh:  # a warehouse written before the margins existed
+        assert wh.migrate("negatives", MIGRATIONS[:1]) == ["0001_hard_negatives"]
+        wh.con.execute("INSERT INTO mining_runs VALUES ('old', 'm', '{}', 1, 0, now())")
+        assert wh.schema_version("negatives") == 1
+    cfg = NegativesConfig(rank_range=(2, 40), num_negatives=2, absolute_margin=0.002)
+    result = mine_negatives(tiny_embedder, examples[:6], corpus, cfg)
+    assert result.n_margin_dropped > 0
+    with Warehouse(db) as wh:
+        run_id = write_warehouse(wh, result, cfg, model_id="tiny")
+        assert wh.schema_version("negatives") == 2
+        rows = dict(wh.con.execute("SELECT run_id, n_margin_dropped FROM mining_runs").fetchall())
+        saved = wh.con.execute("SELECT config FROM mining_runs WHERE run_id = ?", [run_id]).fetchone()[0]
+        n_mined = wh.con.execute("SELECT count(*) FROM hard_negatives WHERE run_id = ?", [run_id]).fetchone()[
+            0
+        ]
+    assert rows == {"old": None, run_id: result.n_margin_dropped}
+    assert NegativesConfig.model_validate_json(saved) == cfg and n_mined == 6
+
+
+def test_cli_margin_flags_end_to_end(tiny_model_dir, tiny_embedder, tmp_path, data, capsys):
+    from m3core import cli
+    from m3core.data.warehouse import Warehouse
+    from m3core.negatives import read_corpus
+
+    examples, corpus = data
+    inp = write_jsonl(examples[:8], tmp_path / "in.jsonl")
+    corpus_file = tmp_path / "corpus.txt"
+    corpus_file.write_text("".join(t.strip() + "\n" for t in corpus))
+    out, db = tmp_path / "out.jsonl", tmp_path / "w.duckdb"
+    argv = ["negatives", "--model", str(tiny_model_dir), "--input", str(inp), "--corpus", str(corpus_file),
+            "--range", "2-40", "--num-negatives", "2"]  # fmt: skip
+    flags = ["--absolute-margin", "0.1", "--relative-margin", "0.01", "--rescore", "hybrid"]
+    assert cli.main([*argv, *flags, "--output", str(out), "--to-warehouse", "--warehouse", str(db)]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    cfg = NegativesConfig(
+        rank_range=(2, 40), num_negatives=2, absolute_margin=0.1, relative_margin=0.01, rescore="hybrid"
+    )
+    want = mine_negatives(tiny_embedder, read_examples(inp), read_corpus(str(corpus_file)), cfg)
+    assert summary["margin_dropped"] == want.n_margin_dropped > 0
+    assert [m.neg for m in read_examples(out)] == [e.neg for e in want.examples]
+    with Warehouse(db) as wh:
+        saved, n_dropped = wh.con.execute("SELECT config, n_margin_dropped FROM mining_runs").fetchone()
+    assert NegativesConfig.model_validate_json(saved) == cfg and n_dropped == want.n_margin_dropped
+
+    # Bad values: the front door's one-line error naming the flag, exit 2, before any model is loaded.
+    for flag, value, message in [
+        ("--relative-margin", "1.5", "--relative-margin 1.5: Input should be less than 1"),
+        ("--relative-margin", "nan", "--relative-margin nan: Input should be a finite number"),
+        ("--absolute-margin", "-0.1", "--absolute-margin -0.1: Input should be greater than or equal to 0"),
+    ]:
+        assert cli.main([*argv, flag, value, "--output", str(out)]) == 2
+        assert capsys.readouterr().err.strip().splitlines() == [f"m3 negatives: error: {message}"]
+    with pytest.raises(SystemExit) as exit_info:  # argparse's own check of the choices
+        cli.main([*argv, "--rescore", "dense", "--output", str(out)])
+    assert exit_info.value.code == 2 and "invalid choice: 'dense'" in capsys.readouterr().err
