@@ -222,6 +222,7 @@ def retrain(params: RetrainParams | None = None) -> dict:
         "work_dir": str(work),
         "mined": mined["totals"],
         "synth": {k: synth.get(k) for k in ("accepted", "rejected", "sent", "cached")},
+        "negatives": {k: v for k, v in negs.items() if k != "file"},  # topped up, short, margin_dropped
         "stage1": stage1,
         "train": summary,
         "recipe": params.train.recipe_name,

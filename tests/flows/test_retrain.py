@@ -41,6 +41,7 @@ def test_retrain_end_to_end(first_run, harness):
     r = first_run
     assert r["mined"].get("pair", 0) > 100
     assert r["train"]["steps"] == 12
+    assert r["negatives"]["examples"] > 0 and r["negatives"]["margin_dropped"] == 0  # margins off by default
     report = json.loads(Path(r["eval_report"]).read_text())
     assert {"dense", "sparse", "all", "bm25"} <= set(report["modes"])
     kinds = {s["kind"] for s in report["sets"]}
