@@ -220,7 +220,11 @@ def test_fp16_with_a_loss_scaler_on_cpu(tiny_model_dir, tmp_path):
     losses = [r["loss"] for r in log if "loss" in r]
     assert losses and all(np.isfinite(v) and v > 0 for v in losses)  # not the reference's fp16 loss of 0
     assert all(r["loss_scale"] > 1 for r in log if "loss_scale" in r)
-    assert (tmp_path / "o" / "checkpoint-2" / "scaler.pt").is_file()
+    saved = torch.load(tmp_path / "o" / "checkpoint-2" / "scaler.pt", weights_only=True)
+    resumed = Trainer(cfg)
+    assert resumed.scaler.get_scale() == 2.0**16  # a fresh scaler's initial scale
+    resumed.resume(tmp_path / "o" / "checkpoint-2")
+    assert resumed.scaler.state_dict() == saved and resumed.step == 2
     with pytest.raises(ValueError, match="exclude each other"):
         TrainConfig(**{**cfg.model_dump(), "bf16": "on"})
 
