@@ -95,6 +95,19 @@ def matmul_peak_flops(n: int = 2048, repeats: int = 5) -> float:
     return 2.0 * n**3 / seconds
 
 
+def forward_flops(lengths: list[int], config, colbert_dim: int, outputs: str) -> float:
+    """Forward FLOPs of an encoder over texts of the given (unpadded) token lengths: per layer
+    2·n·(4H² + 2·H·F) for the projections and feed-forward plus 4·n²·H for attention scores and the weighted sum;
+    with `outputs == "all"` also the sparse and ColBERT heads (2·n·H·(colbert_dim + 1)). `config` is a
+    transformers encoder config (hidden_size, intermediate_size, num_hidden_layers)."""
+    h, f, layers = config.hidden_size, config.intermediate_size, config.num_hidden_layers
+    tokens = sum(lengths)
+    squares = sum(n * n for n in lengths)
+    per_layer = 2 * tokens * (4 * h * h + 2 * h * f) + 4 * squares * h
+    heads = 2 * tokens * h * (colbert_dim + 1) if outputs == "all" else 0
+    return float(layers * per_layer + heads)
+
+
 def make_texts(n: int, sentences_per_text: int | tuple[int, int], seed: int = 0) -> list[str]:
     """`n` texts, each joining random sentences (mixed languages and scripts, possibly within one text).
 

@@ -38,7 +38,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import env_summary, make_texts, matmul_peak_flops, pin_threads, print_table
+from _common import env_summary, forward_flops, make_texts, matmul_peak_flops, pin_threads, print_table
 from conformance_flagembedding import (
     DRIVER,
     OFFLINE_ENV,
@@ -56,16 +56,6 @@ TORCH = "ours-torch"
 ONNX_SIDES = {"ours-onnx-fp32": "fp32", "ours-onnx-int8": "int8"}  # side → `onnx_variant`
 # The issue's goals, per row, as multiples of FlagEmbedding's texts/s.
 GOALS = {"ours-onnx-fp32": 1.5, "ours-onnx-int8": 3.0}
-
-
-def forward_flops(lengths: list[int], config, colbert_dim: int, outputs: str) -> float:
-    """Forward FLOPs of an encoder over texts of the given (unpadded) token lengths (see module docstring)."""
-    h, f, layers = config.hidden_size, config.intermediate_size, config.num_hidden_layers
-    tokens = sum(lengths)
-    squares = sum(n * n for n in lengths)
-    per_layer = 2 * tokens * (4 * h * h + 2 * h * f) + 4 * squares * h
-    heads = 2 * tokens * h * (colbert_dim + 1) if outputs == "all" else 0
-    return float(layers * per_layer + heads)
 
 
 def prepare_model(workdir: Path) -> Path:

@@ -18,9 +18,9 @@ Per case, after one warm-up step (kernels, allocator, AdamW state; profiled to f
 is not timed: peak memory (CUDA: `torch.cuda.max_memory_allocated` over the timed steps, model and optimizer
 included; CPU: the process's peak RSS since the timed steps began, VmHWM, or `getrusage` where VmHWM cannot be
 reset), the median step time of `--steps` steps, tokens/s (real query + passage tokens) and MFU = model FLOPs
-per step / step time / peak FLOP/s. Model FLOPs: 6 × non-embedding parameters × tokens (forward + backward)
-plus attention, 12 × layers × hidden × length² per sequence (QKᵀ and AV, forward and backward); checkpointing's
-recomputed forward is not counted (that is MFU, not hardware utilisation). `--peak-tflops` is the device's dense
+per step / step time / peak FLOP/s. Model FLOPs: 3 × the forward's (backward = 2 × forward), counted as
+`bench/encode.py` counts them (`_common.forward_flops`: projections, feed-forward, attention's n² terms, the
+heads); checkpointing's recomputed forward is not counted (that is MFU, not hardware utilisation). `--peak-tflops` is the device's dense
 peak (default on CUDA 989, an H200's bf16/fp16 figure: give the fp32 one with `--precision fp32`); on a CPU MFU
 is printed only when it is given. A case that runs out of CUDA memory is printed as OOM, its memory is freed and
 the next case still runs. Ratios: (b)'s tokens/s and peak memory over (a)'s, from the same run. Without CUDA
@@ -42,7 +42,15 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import ALL_SENTENCES, env_summary, pin_threads, print_table, proc_status_kib, reset_peak_rss
+from _common import (
+    ALL_SENTENCES,
+    env_summary,
+    forward_flops,
+    pin_threads,
+    print_table,
+    proc_status_kib,
+    reset_peak_rss,
+)
 
 BGE_M3 = {
     "num_layers": 24,
@@ -113,13 +121,10 @@ def parameter_counts(model) -> tuple[int, int]:
 
 
 def model_flops(model, queries: int, group: int, seq_len: int, query_len: float) -> float:
-    """Model FLOPs of one training step (forward + backward) without checkpointing's recompute."""
-    cfg = model.backbone.config
-    dense = parameter_counts(model)[1]
-    seqs = [(queries, query_len), (queries * group, seq_len)]
-    tokens = sum(n * length for n, length in seqs)
-    attention = sum(n * 12 * cfg.num_hidden_layers * cfg.hidden_size * length**2 for n, length in seqs)
-    return 6 * dense * tokens + attention
+    """Model FLOPs of one training step: 3 × the forward's (`_common.forward_flops`, all outputs; the backward
+    costs twice the forward), without checkpointing's recompute."""
+    lengths = [query_len] * queries + [seq_len] * (queries * group)
+    return 3 * forward_flops(lengths, model.backbone.config, model.colbert_head.dim, "all")
 
 
 # ---------------------------------------------------------------------------------------------- measuring
