@@ -33,9 +33,8 @@ class _ResumableBatches:
         self.seed, self.world_size, self.rank = seed, world_size, rank
         self.drop_last = drop_last
         self.epoch, self.position = 0, 0
-        self.dropped = (
-            0  # examples the last `global_batches` call left out (drop_last, or unequal rank shares)
-        )
+        # examples the last `global_batches` call left out (drop_last, or unequal rank shares)
+        self.dropped = 0
 
     def _chunks(self, members: list[int], size: int) -> list[list[int]]:
         """Consecutive batches of `size`; a short last batch is dropped (`drop_last`) or kept, trimmed to equal

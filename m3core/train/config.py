@@ -12,6 +12,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from m3core.modes import OUTPUTS, Output
 from m3core.train.bucket_sampler import DEFAULT_EDGES
 
+# The knowledge-distillation losses (`m3core.train.losses`); here so that a config is read without torch.
+KdLoss = Literal["none", "kl_div", "m3_kd_loss"]
+
 
 class TrainConfig(BaseModel):
     """A training run. Paths are strings so the config round-trips through YAML/JSON unchanged."""
@@ -49,7 +52,7 @@ class TrainConfig(BaseModel):
     mode_weights: tuple[float, float, float] = (1.0, 0.1, 1.0)
     self_distill: bool = True
     self_distill_start_step: int = Field(0, ge=0)
-    kd_loss: Literal["none", "kl_div", "m3_kd_loss"] = Field(
+    kd_loss: KdLoss = Field(
         "none",
         description="distil from the data's pos_scores/neg_scores: none (they are not used), kl_div, or "
         "m3_kd_loss (BGE-M3's); see m3core.train.losses",

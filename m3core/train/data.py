@@ -15,6 +15,7 @@ counted in `TrainDataset.skipped` (the run summary reports it), never silently.
 
 from __future__ import annotations
 
+import functools
 import random
 from collections import Counter
 from dataclasses import dataclass
@@ -32,6 +33,7 @@ def source_file(ex: Example) -> str:
     return ex.source.rsplit(":", 1)[0] if ex.source else ""
 
 
+@functools.cache  # one answer per training file, asked for every example
 def _no_in_batch_path(path: str) -> bool:
     """FlagEmbedding's convention: a file `*no_in_batch_neg.jsonl` or a directory `*no_in_batch_neg/`."""
     if not path:
@@ -111,9 +113,12 @@ class TrainDataset:
     def __len__(self) -> int:
         return len(self.examples)
 
+    def query_prompt(self, ex: Example) -> str:
+        """The prefix of `ex`'s query: its own `prompt`, else the model's query instruction ('' for none)."""
+        return (ex.prompt if ex.prompt is not None else self.query_instruction) or ""
+
     def query_text(self, ex: Example) -> str:
-        prompt = ex.prompt if ex.prompt is not None else self.query_instruction
-        return f"{prompt}{ex.query}" if prompt else ex.query
+        return self.query_prompt(ex) + ex.query
 
     def group(self, index: int, epoch: int) -> Group:
         """Example `index` as drawn in `epoch`: one positive, `group_size - 1` negatives (seeded)."""
@@ -135,8 +140,7 @@ class TrainDataset:
         if ex.pos_scores is not None and ex.neg_scores is not None:
             teacher = [ex.pos_scores[p]] + [ex.neg_scores[i] for i in negs]
         if ex.type in SYMMETRIC_PROMPT_TYPES and self.flagembedding_types:
-            prompt = ex.prompt if ex.prompt is not None else self.query_instruction
-            prefix = prompt or ""
+            prefix = self.query_prompt(ex)
         else:
             prefix = self.passage_instruction or ""
         passages = [prefix + t for t in [ex.pos[p]] + [ex.neg[i] for i in negs]]

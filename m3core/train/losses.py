@@ -26,12 +26,14 @@ Everything here works on score matrices, so the loss is testable with small hand
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import get_args
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from m3core.modes import OUTPUTS
+from m3core.train.config import KdLoss
 
 
 def info_nce(scores: torch.Tensor, target: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -91,7 +93,7 @@ def m3_kd_loss(
     return loss
 
 
-KD_LOSSES = ("none", "kl_div", "m3_kd_loss")
+KD_LOSSES: tuple[str, ...] = get_args(KdLoss)
 
 
 class M3Loss(nn.Module):
