@@ -29,6 +29,7 @@ from flows.settings import cache_dir, configure_environment, run_dir, warehouse_
 from flows.synthesize_queries import synthesize_queries
 from flows.train import train_flow
 from m3core.train.config import TrainConfig
+from m3core.train.recipes import TrainOverrides
 
 REGISTRATION_FILE = "registration.json"  # what registering a run's model needs, beside retrain_params.json
 
@@ -94,7 +95,9 @@ def base_model(params: TrainParams, warehouse: str, data_snapshot: str, out: str
     return prepare_base_model(params.backbone, out, warehouse=warehouse, scratch=params.scratch)
 
 
-def train_config(params: TrainParams, model: str, data: str, out: str, overrides=None) -> TrainConfig:
+def train_config(
+    params: TrainParams, model: str, data: str, out: str, overrides: TrainOverrides | None = None
+) -> TrainConfig:
     """The run's TrainConfig: the recipe for the backbone, the flow's overrides (`overrides`, default the
     `train` parameters' own; stage 1 passes its), and the flow's bookkeeping."""
     from m3core.train.recipes import build_train_config
