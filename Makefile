@@ -9,7 +9,7 @@ STAMP := $(VENV)/.setup-done
 include flows/environment.env
 export $(shell sed -n 's/^\([A-Z_][A-Z0-9_]*\) ?= .*/\1/p' flows/environment.env)
 
-.PHONY: setup run run-quick test test-all lint clean
+.PHONY: setup run run-quick run-long test test-all lint clean
 # CI runs everything; elsewhere the tests marked `slow` wait for `make test-all`.
 PYTEST_MARKS := $(if $(filter true,$(CI)),,not slow)
 
@@ -31,6 +31,11 @@ run: setup
 
 run-quick: setup
 	$(VENV)/bin/m3 retrain --quick
+
+# The embedded default plus the long-document stage (positions to 8192, long training, the long-document eval):
+# hours on 2 CPU cores (README, "Long documents").
+run-long: setup
+	$(VENV)/bin/m3 retrain --params configs/retrain-long.json
 
 test: setup
 	$(PY) -m pytest -q -m "$(PYTEST_MARKS)"

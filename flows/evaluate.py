@@ -26,6 +26,8 @@ def eval_config(params: EvalParams, modes: list[str] | None = None, cache: str |
         query_max_length=params.query_max_length,
         passage_max_length=params.passage_max_length,
         cache_dir=Path(cache) if cache else None,
+        weights=None if params.weights == "model" else params.weights,
+        mcls=params.mcls,
     )
 
 

@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from m3core.builder import ScratchShape
+from m3core.data.long_documents import LongDocSpec
 from m3core.data.records import PairKind
 from m3core.data.sources.spec import SourcesSpec
 from m3core.modes import MODES, Mode
@@ -159,6 +160,47 @@ class EvalParams(BaseModel):
         True, description="choose the hybrid weights on the dev split after training"
     )
     dev_max_queries: int | None = Field(100, description="dev-split queries per set for the weight choice")
+    weights: Literal["model", "short", "long"] = Field(
+        "model", description="hybrid weights: the model's own (its profile), or the paper's short/long preset"
+    )
+    mcls: bool = Field(False, description="encode the corpus in MCLS mode (long documents)")
+
+
+def _long_overrides() -> TrainOverrides:
+    # Long buckets up to 8192 tokens with split-batch (one passage per forward, activation checkpointing) so a
+    # long batch fits 2 CPU cores' memory; few steps: an 8k-token passage costs minutes per step there.
+    return TrainOverrides(
+        max_steps=30, group_size=2, query_max_length=128, passage_max_length=8192, extend_positions_to=8192,
+        bucket_edges=[0, 1024, 2048, 4096, 8192], tokens_per_batch=16384, max_batch_size=4, sub_batch_size=1,
+        self_distill_start_step=0, warmup_ratio=0.1,
+    )  # fmt: skip
+
+
+def _long_eval() -> EvalParams:
+    return EvalParams(
+        max_queries=None, query_max_length=128, passage_max_length=8192, choose_weights=False, weights="long"
+    )
+
+
+class LongParams(BaseModel):
+    """The long-document stage (off by default: hours on 2 CPU cores, minutes on a GPU). After stage 2, the model's
+    positions are extended (`overrides.extend_positions_to`, by copying the learned rows), it trains on long-document lines (`m3core.data.long_documents`, train
+    split), and it is evaluated on the long-document held-out sets next to the base model truncated at its own
+    length, BM25, and itself in MCLS mode. The registered model is then the long-trained one, and the short-text
+    held-out evaluation (which decides promotion) reads it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = Field(False, description="run the long-document stage")
+    documents: LongDocSpec = Field(
+        default_factory=LongDocSpec, description="what counts as long; the queries"
+    )
+    max_train_per_language: int | None = Field(40, ge=1, description="long training lines per language")
+    overrides: TrainOverrides = Field(  # type: ignore[valid-type]
+        default_factory=_long_overrides, description="TrainConfig fields of the long stage"
+    )
+    eval: EvalParams = Field(default_factory=_long_eval, description="the long-document evaluation")
+    mcls_eval: bool = Field(True, description="also evaluate the long-trained model in MCLS mode")
 
 
 class RegisterParams(BaseModel):
@@ -192,6 +234,7 @@ class RetrainParams(BaseModel):
     stage1: Stage1Params = Field(default_factory=Stage1Params)
     train: TrainParams = Field(default_factory=TrainParams)
     eval: EvalParams = Field(default_factory=EvalParams)
+    long: LongParams = Field(default_factory=LongParams)
     registry: RegisterParams = Field(default_factory=RegisterParams)
     train_languages: list[str] = Field(default_factory=list, description="empty: all")
     max_train_per_language: int | None = Field(60, description="training queries per kind and language pair")

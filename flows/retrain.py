@@ -2,7 +2,8 @@
 
 mine_pairs → synthesize_queries → export (training JSONL + held-out eval sets) → base model → mine_hard_negatives
 (interim model: the champion, else the base) → [stage 1: dense only on translation pairs, when enabled] → train
-(self-distillation, from stage 1's weights if it ran, else the base) → evaluate (trained and base, next to BM25)
+(self-distillation, from stage 1's weights if it ran, else the base) → [long stage, when enabled: positions
+extended, training on long documents, the long-document evaluation] → evaluate (trained and base, next to BM25)
 → register_and_promote. `python -m flows.retrain` runs it on the embedded default (README's first command).
 """
 
@@ -22,7 +23,7 @@ from prefect.cache_policies import INPUTS, TASK_SOURCE
 from flows.evaluate import choose_weights_flow, evaluate_flow
 from flows.mine_hard_negatives import mine_hard_negatives
 from flows.mine_pairs import mine_pairs
-from flows.params import RetrainParams, Stage1Params, TrainParams
+from flows.params import LongParams, RetrainParams, Stage1Params, TrainParams
 from flows.register_and_promote import RegistrationFailed, register_and_promote_flow
 from flows.retries import transient
 from flows.settings import cache_dir, configure_environment, run_dir, warehouse_path
@@ -80,6 +81,26 @@ def export_stage1(warehouse: str, out: str, params: Stage1Params, languages: lis
             f"{languages or 'any'} (translation pairs come from gettext: mine with mine.gettext on)"
         )
     return {"train_file": str(Path(out) / "train.jsonl"), "train_lines": n, "by_kind": lines["train"]}
+
+
+@task(retries=2, retry_delay_seconds=[10, 60], retry_condition_fn=transient)
+def export_long(warehouse: str, out: str, model: str, params: LongParams, languages: list[str]) -> dict:
+    """`m3core.data.long_documents.export_long_run`: long-document held-out sets and training lines, lengths
+    counted with `model`'s tokenizer."""
+    from transformers import AutoTokenizer
+
+    from m3core.data.long_documents import export_long_run
+    from m3core.data.warehouse import Warehouse
+
+    with Warehouse(warehouse, read_only=True) as wh:
+        return export_long_run(
+            wh,
+            Path(out),
+            AutoTokenizer.from_pretrained(model),
+            spec=params.documents,
+            langs=languages or None,
+            max_train_per_language=params.max_train_per_language,
+        )
 
 
 @task(cache_policy=INPUTS + TASK_SOURCE, persist_result=True)
@@ -177,15 +198,34 @@ def retrain(params: RetrainParams | None = None) -> dict:
         start = str(work / "stage1-model")
     cfg = train_config(params.train, start, negs["file"], str(work / "model"))
     summary = timed("train", train_flow, cfg.model_dump(mode="json"), params.train.torchrun_nproc)
+    final, long_data, long_summary = str(work / "model"), None, None
+    if params.long.enabled:  # the registered model is then the long-trained one
+        long_data = timed(
+            "export_long",
+            export_long,
+            wh,
+            str(work / "data" / "long"),
+            base,
+            params.long,
+            params.train_languages,
+        )
+        log.info(
+            "long stage: training lines %s; eval sets %s", long_data["train_lines"], long_data["eval_sets"]
+        )
+        long_cfg = train_config(
+            params.train, final, long_data["train_file"], str(work / "model-long"), params.long.overrides
+        )
+        long_summary = timed(
+            "train_long", train_flow, long_cfg.model_dump(mode="json"), params.train.torchrun_nproc
+        )
+        final = str(work / "model-long")
     weights = None
     if params.eval.choose_weights and data["dev_dir"]:
-        weights = timed(
-            "choose_weights", choose_weights_flow, str(work / "model"), data["dev_dir"], params.eval
-        )
+        weights = timed("choose_weights", choose_weights_flow, final, data["dev_dir"], params.eval)
     timed(  # the reports are read back from their run directory by `register_run`
         "eval_trained",
         evaluate_flow,
-        str(work / "model"),
+        final,
         data["eval_dir"],
         str(work / "eval" / "trained"),
         params.eval,
@@ -204,10 +244,13 @@ def retrain(params: RetrainParams | None = None) -> dict:
         "eval-base",
         base_modes,
     )
+    long_reports = {}
+    if long_data is not None:
+        long_reports = evaluate_long(work, final, base, base_modes, long_data["eval_dir"], params.long, timed)
     (work / REGISTRATION_FILE).write_text(
         json.dumps(
             {
-                "checkpoint": str(work / "model"),
+                "checkpoint": final,
                 "eval_dir": data["eval_dir"],
                 "eval_report": str(work / "eval" / "trained" / "report.json"),
                 "base_report": str(work / "eval" / "base" / "report.json"),
@@ -228,6 +271,8 @@ def retrain(params: RetrainParams | None = None) -> dict:
         "negatives": {k: v for k, v in negs.items() if k != "file"},  # topped up, short, margin_dropped
         "stage1": stage1,
         "train": summary,
+        "train_long": long_summary,
+        "long_eval_reports": long_reports,
         "recipe": params.train.recipe_name,
         "hybrid_weights": weights,
         "registered": registered,
@@ -240,6 +285,25 @@ def retrain(params: RetrainParams | None = None) -> dict:
     # models differ, so they would only grow the home (the reports keep every number).
     shutil.rmtree(cache_dir("embeddings"), ignore_errors=True)
     return result
+
+
+def evaluate_long(
+    work: Path, model: str, base: str, base_modes: list[str] | None, eval_dir: str, params: LongParams, timed
+) -> dict[str, str]:
+    """The long-document evaluation: the long-trained model (and in MCLS mode), and the base model at its own
+    length (a 512-position backbone reads the first 512 tokens); BM25 beside each. Returns the report paths."""
+    runs = {"long-trained": (model, params.eval, None)}
+    if params.mcls_eval:
+        runs["long-trained-mcls"] = (model, params.eval.model_copy(update={"mcls": True}), None)
+    runs["long-base"] = (base, params.eval.model_copy(update={"passage_max_length": None}), base_modes)
+    reports = {}
+    for name, (m, p, modes) in runs.items():
+        out = work / "eval" / name
+        timed(
+            f"eval_{name.replace('-', '_')}", evaluate_flow, m, eval_dir, str(out), p, f"eval-{name}", modes
+        )
+        reports[name] = str(out / "report.json")
+    return reports
 
 
 def register_run(work: str) -> dict:

@@ -21,7 +21,7 @@ a message naming the limit; past it the position lookup would fail inside onnxru
 
     inputs   input_ids [B, L] int64, attention_mask [B, L] int64 (1 = real token),
              cls_mask [B, L] bool: all False for plain encoding; MCLS rows mark every CLS position (0 included)
-    outputs  dense [B, H] float32 (the model's pooling and normalization; the MCLS mean for rows with a cls_mask),
+    outputs  dense [B, H] float32 (the model's pooling and normalization; the MCLS mean for rows with 2+ CLS marks),
              sparse [B, L] float32 token weights (0 on padding and special tokens),
              colbert [B, L-1, D] float32 (no CLS; zero rows where colbert_mask is False),
              colbert_mask [B, L-1] bool (real tokens, minus MCLS's extra CLS tokens)
@@ -70,9 +70,9 @@ CHECK_TOLERANCE = 1e-4
 class _ExportGraph(nn.Module):
     """`M3Model.forward` with all outputs on and MCLS chosen per row by data (`cls_mask` all False: plain).
 
-    One graph cannot branch on a Python `cls_mask=None`, so both dense poolings are computed and `torch.where`
-    picks per row; the extra pooling is one weighted sum over `[B, L, H]`, nothing next to the encoder. Each
-    branch is computed exactly as `M3Model.forward` computes it. The ColBERT head only reads `drop[:, 1:]`, so
+    One graph cannot branch on a Python `cls_mask=None`: `dense_embedding` with a `cls_mask` computes both dense
+    poolings and picks per row (MCLS for rows with two or more CLS marks), so an all-False mask is plain encoding;
+    the extra pooling is one weighted sum over `[B, L, H]`, nothing next to the encoder. The ColBERT head only reads `drop[:, 1:]`, so
     `cls_mask` is its `drop` as is.
     """
 
@@ -84,9 +84,7 @@ class _ExportGraph(nn.Module):
         m = self.model
         hidden = m.backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         pooling, normalize = m.config.pooling, m.config.normalize_dense
-        plain = dense_embedding(hidden, attention_mask, pooling, normalize)
-        mcls = dense_embedding(hidden, attention_mask, pooling, normalize, cls_mask=cls_mask)
-        dense = torch.where(cls_mask.any(dim=1, keepdim=True), mcls, plain)
+        dense = dense_embedding(hidden, attention_mask, pooling, normalize, cls_mask=cls_mask)
         sparse = m.sparse_head(hidden, input_ids, attention_mask)
         colbert, colbert_mask = m.colbert_head(hidden, attention_mask, drop=cls_mask)
         return dense, sparse, colbert, colbert_mask

@@ -86,6 +86,11 @@ class SelectionConfig(_Strict):
     paragraph_max_chars: int = Field(1200, ge=40)
     seed: int = 0
     source: str | None = Field(None, description="only documents from this source (e.g. 'manpages')")
+    splits: list[Literal["train", "dev", "test"]] = Field(
+        default_factory=list,
+        description="only documents whose group falls in these splits (empty: all); [train] for training data, "
+        "so no question is asked about a held-out document",
+    )
 
     @model_validator(mode="after")
     def _bounds(self) -> SelectionConfig:

@@ -23,6 +23,7 @@ import duckdb
 from pydantic import SecretStr
 from tqdm.auto import tqdm
 
+from m3core.data.export import SplitSpec
 from synth import store
 from synth.budget import Budget, Usage, estimate_prompt_tokens
 from synth.client import CallResult, ChatClient, FatalEndpointError, request_key
@@ -140,14 +141,17 @@ def select_documents(con: duckdb.DuckDBPyConnection, sel: SelectionConfig) -> li
         where.append("source = ?")
         params.append(sel.source)
     rows = con.execute(
-        f"SELECT doc_id, lang, coalesce(title, ''), text FROM documents WHERE {' AND '.join(where)} "
-        "ORDER BY lang, md5(? || doc_id)",
+        f"SELECT doc_id, lang, coalesce(title, ''), text, coalesce(group_key, doc_id) FROM documents "
+        f"WHERE {' AND '.join(where)} ORDER BY lang, md5(? || doc_id)",
         [*params, str(sel.seed)],
     ).fetchall()
     chosen: list[tuple[str, str, str, str]] = []
     per_lang: dict[str, int] = {}
-    for doc_id, lang, title, text in rows:
+    split = SplitSpec()
+    for doc_id, lang, title, text, group_key in rows:
         if per_lang.get(lang, 0) >= sel.per_language or approx_tokens(text) < sel.min_tokens:
+            continue
+        if sel.splits and split.of(group_key) not in sel.splits:
             continue
         per_lang[lang] = per_lang.get(lang, 0) + 1
         chosen.append((doc_id, lang, title, text))

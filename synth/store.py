@@ -14,13 +14,14 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import duckdb
 
 from m3core.data.examples import Example, write_jsonl
+from m3core.data.export import SPLITS, SplitSpec
 
 NAMESPACE = "synth"
 
@@ -269,24 +270,37 @@ def rejection_reasons(
 
 
 def export_training_jsonl(
-    con: duckdb.DuckDBPyConnection, path: Any, positive: str = "paragraph", languages: list[str] | None = None
+    con: duckdb.DuckDBPyConnection,
+    path: Any,
+    positive: str = "paragraph",
+    languages: list[str] | None = None,
+    splits: Sequence[str] | None = None,
 ) -> int:
     """Write accepted queries as FlagEmbedding training lines; returns the number written.
 
     `positive="paragraph"` pairs the query with the paragraph it was written from; "document" with the whole
     long document (MLDR's long-document setting). `neg` is left empty for the hard-negative miner to fill.
+    `splits` keeps the queries whose document's group falls in those splits (`SplitSpec.of(group_key)`; None: all):
+    `("train",)` keeps every held-out document — a long-document eval set's answer — out of training.
     """
     if positive not in ("paragraph", "document"):
         raise ValueError(f"positive must be 'paragraph' or 'document', not {positive!r}")
+    unknown = set(splits or ()) - set(SPLITS)
+    if unknown:
+        raise ValueError(f"unknown splits {sorted(unknown)}: expected some of {list(SPLITS)}")
     col = "q.paragraph" if positive == "paragraph" else "d.text"
     cond, params = "", []
     if languages:
         cond, params = "WHERE q.lang IN (SELECT unnest(?::VARCHAR[]))", [languages]
     rows = con.execute(
-        f"SELECT q.query, {col} FROM synth_queries q JOIN documents d USING (doc_id) {cond} ORDER BY q.query_id",
+        f"SELECT q.query, {col}, coalesce(d.group_key, d.doc_id) FROM synth_queries q JOIN documents d "
+        f"USING (doc_id) {cond} ORDER BY q.query_id",
         params,
     ).fetchall()
-    write_jsonl((Example(query=query, pos=[pos]) for query, pos in rows), path)
+    if splits is not None:
+        split = SplitSpec()
+        rows = [r for r in rows if split.of(r[2]) in splits]
+    write_jsonl((Example(query=query, pos=[pos]) for query, pos, _ in rows), path)
     return len(rows)
 
 

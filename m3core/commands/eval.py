@@ -62,6 +62,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="prefix for passages (default: the model's profile, e.g. e5 'passage: '; '' for none)",
     )
+    parser.add_argument(
+        "--mcls",
+        action="store_true",
+        help="encode the corpus in MCLS mode (a CLS every mcls_stride tokens; long documents)",
+    )
     parser.add_argument("--split", default="test", help="qrels split file name under qrels/ (default test)")
 
 
@@ -89,6 +94,7 @@ def run(args: argparse.Namespace) -> int:
         query_max_length=args.query_max_length,
         passage_max_length=args.passage_max_length,
         cache_dir=Path(args.cache_dir) if args.cache_dir else None,
+        mcls=args.mcls,
         dense_index=DenseIndexConfig(kind=args.index),
     )
     failures: list[dict[str, str]] = []  # a bad set is reported; the others are evaluated

@@ -45,6 +45,8 @@ class EvalConfig:
     passage_max_length: int | None = None
     cache_dir: Path | None = None
     metrics: tuple[str, ...] = METRICS
+    # MCLS for the corpus (long documents, `m3core.mcls`); queries are encoded plainly.
+    mcls: bool = False
     dense_index: DenseIndexConfig = field(default_factory=DenseIndexConfig)
 
     def __post_init__(self) -> None:
@@ -77,13 +79,13 @@ def encode_set(
         # which is then encoded once.
         if config.cache_dir is None:
             return None
-        key = cache_key(model_id or "", texts, outputs, max_length, side)
+        key = cache_key(model_id or "", texts, outputs, max_length, side, config.mcls and side == "passage")
         return Path(config.cache_dir) / f"{side}-{key[:20]}"
 
     common = {"outputs": outputs, "batch_size": config.batch_size, "model_id": model_id}
     corpus = encode_texts(
         embedder, passages, side="passage", max_length=config.passage_max_length,
-        cache_dir=cache_for(passages, "passage", config.passage_max_length), **common,
+        cache_dir=cache_for(passages, "passage", config.passage_max_length), mcls=config.mcls, **common,
     )  # fmt: skip
     queries = encode_texts(
         embedder, query_texts, side="query", max_length=config.query_max_length,

@@ -20,14 +20,20 @@ def dense_embedding(
         attention_mask: `[B, L]`, 1 for real tokens.
         pooling: `cls` (first token, BGE-M3) or `mean` (over real tokens).
         normalize: L2-normalize the result.
-        cls_mask: `[B, L]` bool, MCLS mode: the mean over these positions (every inserted CLS) is the vector.
+        cls_mask: `[B, L]` bool, MCLS mode: for a row with two or more marked positions (a text longer than
+            one MCLS stride: every inserted CLS), the mean over them is the vector; a row with one mark or none (a
+            short text, a query) keeps the model's own pooling, so MCLS never changes a short text's vector — for a
+            mean-pooled model (e5) the lone CLS state is not what it was trained to produce.
 
     Returns:
         `[B, H]`.
     """
     if cls_mask is not None:
         weights = cls_mask.to(hidden.dtype).unsqueeze(-1)  # [B, L, 1]
-        vecs = (hidden * weights).sum(1) / weights.sum(1).clamp(min=1)
+        n = weights.sum(1)  # [B, 1]
+        mcls = (hidden * weights).sum(1) / n.clamp(min=1)
+        plain = dense_embedding(hidden, attention_mask, pooling, normalize=False)
+        vecs = torch.where(n > 1, mcls, plain)
     elif pooling == "cls":
         vecs = hidden[:, 0]
     elif pooling == "mean":

@@ -124,11 +124,16 @@ class Embeddings:
 
 
 def cache_key(
-    model_id: str, texts: Sequence[str], outputs: Sequence[str], max_length: int | None, side: str
+    model_id: str,
+    texts: Sequence[str],
+    outputs: Sequence[str],
+    max_length: int | None,
+    side: str,
+    mcls: bool = False,
 ) -> str:
     """A digest of everything the embeddings depend on."""
     h = hashlib.sha256()
-    h.update(json.dumps([model_id, sorted(outputs), max_length, side]).encode())
+    h.update(json.dumps([model_id, sorted(outputs), max_length, side, *(["mcls"] if mcls else [])]).encode())
     for t in texts:
         h.update(hashlib.sha256(t.encode()).digest())
     return h.hexdigest()
@@ -159,11 +164,12 @@ def encode_texts(
     cache_dir: str | Path | None = None,
     model_id: str | None = None,
     chunk_size: int = 1024,
+    mcls: bool = False,
 ) -> Embeddings:
     """Encode ``texts`` with an `M3Embedder` (``side`` "query" or "passage"), reusing ``cache_dir`` when valid.
 
     Texts go to the embedder in chunks of ``chunk_size`` so the progress bar moves and memory stays flat;
-    the bar is hidden when logging is above INFO.
+    the bar is hidden when logging is above INFO. ``mcls``: encode in MCLS mode (long documents; `m3core.mcls`).
     """
     unknown = set(outputs) - set(OUTPUTS)
     if unknown or not outputs:
@@ -171,7 +177,7 @@ def encode_texts(
     if side not in ("query", "passage"):
         raise ValueError(f"side must be 'query' or 'passage', got {side!r}")
     model_id = model_id or str(getattr(embedder, "model_name_or_path", type(embedder).__name__))
-    key = cache_key(model_id, texts, outputs, max_length, side)
+    key = cache_key(model_id, texts, outputs, max_length, side, mcls)
     if cache_dir is not None and (Path(cache_dir) / "meta.json").exists():
         cached = Embeddings.load(cache_dir)
         if cached.meta.get("key") == key:
@@ -182,6 +188,7 @@ def encode_texts(
     encode = embedder.encode_queries if side == "query" else embedder.encode_corpus
     want = {"return_dense": "dense" in outputs, "return_sparse": "sparse" in outputs}
     want["return_colbert_vecs"] = "colbert" in outputs
+    extra = {"mcls": True} if mcls else {}  # only then: an embedder without the MCLS mode still works
     dense: list[np.ndarray] = []
     lexical: list[dict[str, float]] = []
     colbert: list[np.ndarray] = []
@@ -190,7 +197,7 @@ def encode_texts(
     )
     for start in range(0, len(texts), chunk_size):
         chunk = list(texts[start : start + chunk_size])
-        out = encode(chunk, batch_size=batch_size, max_length=max_length, **want)
+        out = encode(chunk, batch_size=batch_size, max_length=max_length, **want, **extra)
         if want["return_dense"]:
             dense.append(np.asarray(out["dense_vecs"], dtype=np.float32).reshape(len(chunk), -1))
         if want["return_sparse"]:
@@ -205,7 +212,7 @@ def encode_texts(
         else None,
         lexical=lexical if want["return_sparse"] else None,
         colbert=colbert if want["return_colbert_vecs"] else None,
-        meta={"key": key, "model": model_id, "side": side, "max_length": max_length},
+        meta={"key": key, "model": model_id, "side": side, "max_length": max_length, "mcls": mcls},
     )
     if cache_dir is not None:
         emb.save(cache_dir)

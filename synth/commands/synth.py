@@ -47,6 +47,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     exp.add_argument("--positive", choices=["paragraph", "document"], default="paragraph",
                      help="positive passage: the source paragraph (default) or the whole document")  # fmt: skip
     exp.add_argument("--langs", help="comma-separated languages (default: all)")
+    exp.add_argument("--splits", default="train",
+                     help="only queries on documents of these splits (comma list of train, dev, test, or 'all'; "
+                     "default train: held-out documents stay out of training)")  # fmt: skip
 
     rep = sub.add_parser("report", help="acceptance rate per language and rejection reasons")
     rep.add_argument("--model", help="only this model's generations")
@@ -103,8 +106,9 @@ def run(args: argparse.Namespace) -> int:
     with Warehouse(args.warehouse) as wh:
         store.ensure_schema(wh)
         if args.synth_command == "export":
+            splits = None if args.splits == "all" else _csv(args.splits)
             n = store.export_training_jsonl(
-                wh.con, args.output, positive=args.positive, languages=_csv(args.langs)
+                wh.con, args.output, positive=args.positive, languages=_csv(args.langs), splits=splits
             )
             print(f"wrote {n} training examples to {args.output}")
         elif args.synth_command == "report":

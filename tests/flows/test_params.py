@@ -29,6 +29,19 @@ def test_unknown_keys_are_errors_naming_the_key(model):
         model.model_validate({"max_reqests": 1})
 
 
+def test_nested_library_types_too():
+    with pytest.raises(ValidationError, match="min_tokns"):
+        flows.params.RetrainParams.model_validate({"long": {"documents": {"min_tokns": 5}}})
+
+
+def test_the_documented_long_parameter_set_validates():
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "configs" / "retrain-long.json"
+    params = flows.params.RetrainParams.model_validate_json(path.read_text())
+    assert params.long.enabled and params.long.overrides.passage_max_length == 8192
+
+
 def test_train_config_too():
     with pytest.raises(ValidationError, match="lerning_rate"):
         TrainConfig(model="m", output_dir="o", train_data=["t"], lerning_rate=1e-4)

@@ -138,3 +138,36 @@ def test_stage_one_without_its_pairs_is_a_clear_error(first_run, harness):
 
     with pytest.raises(ValueError, match=r"stage 1 found no training pairs of kinds \['synthetic'\]"):
         export_stage1.fn(str(warehouse_path()), str(harness / "s1"), Stage1Params(kinds=["synthetic"]), [])
+
+
+def test_the_long_stage_extends_trains_on_long_documents_and_evaluates_them(first_run, harness):
+    """With `long.enabled`, the stage-2 model's positions are extended, it trains on long-document lines of the
+    train split, and the long-document held-out sets are scored for it (plain and MCLS) and for the base; the
+    registered model is the long-trained one."""
+    from flows.retrain import retrain
+    from m3core.data.long_documents import LongDocSpec
+    from m3core.model import M3Model
+
+    params = small_params("t-long")
+    params.long.enabled = True
+    params.long.documents = LongDocSpec(min_tokens=1024, queries_per_doc=1, max_corpus_per_language=12)
+    params.long.max_train_per_language = 6
+    params.long.overrides.max_steps = 2
+    params.long.overrides.tokens_per_batch = 8192
+    r = retrain(params)
+    work = Path(r["work_dir"])
+    assert r["train_long"]["steps"] == 2
+    long_cfg = yaml.safe_load((work / "model-long" / "train_config.yaml").read_text())
+    assert long_cfg["model"] == str(work / "model") and long_cfg["passage_max_length"] == 8192
+    assert M3Model.from_pretrained(work / "model-long").max_tokens >= 8192
+    lines = [json.loads(x) for x in Path(long_cfg["train_data"][0]).read_text().splitlines()]
+    assert 0 < len(lines) <= 3 * 6 and all(len(x["pos"][0]) > len(x["query"]) for x in lines)
+    assert json.loads((work / "registration.json").read_text())["checkpoint"] == str(work / "model-long")
+    reports = {k: json.loads(Path(v).read_text()) for k, v in r["long_eval_reports"].items()}
+    assert set(reports) == {"long-trained", "long-trained-mcls", "long-base"}
+    for name, rep in reports.items():
+        assert rep["sets"] and all(s["name"].startswith("long-") for s in rep["sets"]), name
+        assert "bm25" in rep["modes"]
+    assert reports["long-trained-mcls"]["config"]["mcls"] and not reports["long-trained"]["config"]["mcls"]
+    assert reports["long-trained"]["config"]["passage_max_length"] == 8192
+    assert reports["long-trained"]["hybrid_weights"] == [0.15, 0.5, 0.35]  # the paper's long preset

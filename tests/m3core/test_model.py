@@ -328,3 +328,16 @@ def test_a_model_built_twice_from_the_same_texts_is_the_same(tmp_path):
     for name in ("tokenizer.json", "model.safetensors", "sparse_linear.pt", "colbert_linear.pt"):
         first = (dirs[0] / name).read_bytes()
         assert all((d / name).read_bytes() == first for d in dirs[1:]), name
+
+
+def test_mcls_keeps_the_models_pooling_for_texts_within_one_stride(tiny_model_dir):
+    """MCLS changes only texts longer than one stride: a short text (a query) keeps the model's pooling — for a
+    mean-pooled model too, whose lone CLS state is not the vector it was trained to produce."""
+    emb = M3Embedder(str(tiny_model_dir), show_progress=False)
+    emb.model.config.mcls_stride = 16
+    emb.model.config.pooling = "mean"
+    short, long = "river mountain", textgen.long_text(60, seed=1)
+    plain = emb.encode([short, long])["dense_vecs"]
+    multi = emb.encode([short, long], mcls=True)["dense_vecs"]
+    assert np.allclose(multi[0], plain[0], atol=1e-6)  # one CLS: mean pooling as without MCLS
+    assert not np.allclose(multi[1], plain[1], atol=1e-3)  # several: the mean of the CLS states

@@ -85,9 +85,17 @@ def test_synth_export_writes_through_the_one_writer(tmp_path):
     from synth import store
 
     con = duckdb.connect()
-    con.execute("CREATE TABLE documents (doc_id VARCHAR, text VARCHAR)")
+    from m3core.data.export import SplitSpec
+
+    def key_in(split: str) -> str:
+        return next(k for k in (f"man:page{i}.1" for i in range(1000)) if SplitSpec().of(k) == split)
+
+    con.execute("CREATE TABLE documents (doc_id VARCHAR, text VARCHAR, group_key VARCHAR)")
     con.execute("CREATE TABLE synth_queries (query_id VARCHAR, query VARCHAR, paragraph VARCHAR, doc_id VARCHAR, lang VARCHAR)")  # fmt: skip
-    con.execute("INSERT INTO documents VALUES ('d1', 'Dokument ä'), ('d2', 'doc two')")
+    con.execute(
+        "INSERT INTO documents VALUES ('d1', 'Dokument ä', ?), ('d2', 'doc two', ?)",
+        [key_in("train"), key_in("test")],
+    )
     con.execute("INSERT INTO synth_queries VALUES ('k2', 'wie ß?', 'Absatz ä', 'd1', 'de'), ('k1', 'q \"x\"', 'p2', 'd2', 'en')")  # fmt: skip
     out = tmp_path / "synth.jsonl"
     assert store.export_training_jsonl(con, out) == 2
@@ -102,3 +110,8 @@ def test_synth_export_writes_through_the_one_writer(tmp_path):
         "pos": ["Dokument ä"],
         "neg": [],
     }
+    # the train split only: the query on the test-split document (d2) stays out
+    assert store.export_training_jsonl(con, out, positive="document", splits=["train"]) == 1
+    assert json.loads(out.read_text(encoding="utf-8"))["query"] == "wie ß?"
+    with pytest.raises(ValueError, match=r"unknown splits \['held-out'\]"):
+        store.export_training_jsonl(con, out, splits=["held-out"])
