@@ -89,14 +89,3 @@ def extend_positions(backbone: nn.Module, new_max_tokens: int, method: str = "co
     backbone.config.max_position_embeddings = new_rows
     logger.info("extended position table %d → %d tokens (%s)", old_tokens, new_max_tokens, method)
     return {"method": method, "from_tokens": old_tokens, "to_tokens": new_max_tokens}
-
-
-def extend_model_dir(model_dir: str, out_dir: str, max_tokens: int, method: str = "copy") -> str:
-    """`m3 extend-positions`: the model at `model_dir` saved to `out_dir` taking `max_tokens` tokens (its passage
-    length raised to match); returns the directory. A model that already takes that many is a ValueError."""
-    from m3core.model import M3Model  # m3core.model imports this module
-
-    model = M3Model.from_pretrained(model_dir)
-    model.extend_positions(max_tokens, method=method)
-    model.config.passage_max_length = max_tokens
-    return str(model.save_pretrained(out_dir))

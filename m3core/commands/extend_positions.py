@@ -16,7 +16,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from m3core.positions import extend_model_dir
+    from m3core.model import M3Model
 
-    print(extend_model_dir(args.model_dir, args.out_dir, args.max_length, method=args.method))
+    model = M3Model.from_pretrained(args.model_dir)
+    model.extend_positions(args.max_length, method=args.method)
+    model.config.passage_max_length = args.max_length
+    print(model.save_pretrained(args.out_dir))
     return 0
