@@ -79,6 +79,10 @@ def post(base: str, body: dict) -> tuple[int, dict]:
         ({"inputs": ["river", "  "]}, "input[1] is an empty string"),
         ({"inputs": ["river"], "params": {"input_type": "document"}}, "input_type must be one of"),
         ({"inputs": ["river"], "params": {"return_dense": False}}, "nothing to encode"),
+        # params are typed by the signature: MLflow refuses a JSON string for a number or a boolean before
+        # the model sees it ("false" never becomes a truthy string)
+        ({"inputs": ["river"], "params": {"batch_size": "2"}}, "DataType.long"),
+        ({"inputs": ["river"], "params": {"return_sparse": "false"}}, "DataType.boolean"),
     ],
 )
 def test_bad_input_is_a_400_with_the_reason_and_no_stack_trace(server, body, reason):
