@@ -201,6 +201,11 @@ def _quantiles(values: Sequence[int]) -> dict[str, int]:
     return {"min": int(q[0]), "p50": int(q[1]), "p90": int(q[2]), "max": int(q[3])}
 
 
+def _recipe(spec: LongDocSpec) -> dict[str, Any]:
+    """How a set or a training file was built (saved with it)."""
+    return {"task": "inverse cloze: a deep sentence, removed from its document", **asdict(spec)}
+
+
 def _queries(docs: list[LongDocument], spec: LongDocSpec, keep: set[str]) -> dict[str, list[tuple[int, int]]]:
     """Query spans per document id, for the documents whose id is in `keep`."""
     normalized = {d.doc_id: _normalize(d.text) for d in docs}
@@ -271,7 +276,7 @@ def export_long_eval_sets(
             "corpus_tokens": _quantiles([d.n_tokens for d in docs]),
             "query_docs_tokens": _quantiles([d.n_tokens for d in docs if d.doc_id in spans]),
             "query_position": _quantiles(depths),
-            "recipe": {"task": "inverse cloze: a deep sentence, removed from its document", **asdict(spec)},
+            "recipe": _recipe(spec),
         }
         _write_beir(out_dir / name, corpus, queries, qrels, meta)
         index.append(meta)
@@ -319,7 +324,7 @@ def export_long_training(
         "split": "train",
         "source": source,
         "negatives": negatives,
-        "recipe": {"task": "inverse cloze: a deep sentence, removed from its document", **asdict(spec)},
+        "recipe": _recipe(spec),
         "warehouse": str(wh.path),
     }
     out_path.with_name(out_path.name + ".meta.json").write_text(
