@@ -117,14 +117,14 @@ def _export_long(args: argparse.Namespace, wh, langs: list[str] | None, split: S
 
     if not args.model:
         raise ValueError(f"m3 export {args.what} needs --model: the model whose tokenizer counts the tokens")
-    tokenizer = AutoTokenizer.from_pretrained(args.model)
-    spec = LongDocSpec(
+    spec = LongDocSpec(  # checked before the tokenizer loads
         min_tokens=args.min_tokens,
         max_tokens=args.max_tokens,
         deep_from=args.deep_from,
         queries_per_doc=args.queries_per_doc,
         max_corpus_per_language=args.max_corpus,
     )
+    tokenizer = AutoTokenizer.from_pretrained(args.model)
     if args.what == "long-train":
         counts = export_long_training(
             wh,

@@ -58,6 +58,30 @@ def test_export_run_on_an_empty_warehouse_is_one_clear_line(tmp_path):
     assert "Traceback" not in out.stderr and not (tmp_path / "out" / "train").exists()
 
 
+def test_long_exports_need_the_model_and_check_their_spec(tmp_path):
+    from m3core.data.warehouse import Warehouse
+
+    path = tmp_path / "wh.duckdb"
+    Warehouse(path).close()
+    out = m3("export", "long-eval", str(tmp_path / "out"), "--warehouse", str(path))
+    assert out.returncode == 2 and out.stderr.strip().splitlines()[-1] == (
+        "m3 export: error: m3 export long-eval needs --model: the model whose tokenizer counts the tokens"
+    )
+    out = m3(
+        "export",
+        "long-train",
+        str(tmp_path / "t.jsonl"),
+        "--warehouse",
+        str(path),
+        "--model",
+        "m",
+        "--min-tokens",
+        "100",
+    )
+    assert out.returncode == 2 and "min_tokens=100 must exceed deep_from=512" in out.stderr, out.stderr
+    assert "Traceback" not in out.stderr
+
+
 def test_http_request_logs_stay_below_info_unless_asked():
     import logging
 
