@@ -127,6 +127,56 @@ def make_texts(n: int, sentences_per_text: int | tuple[int, int], seed: int = 0)
     return out
 
 
+def exact_length_texts(tokenizer, n: int, n_tokens: int, seed: int = 0) -> list[str]:
+    """`n` texts of exactly `n_tokens` tokens each under `tokenizer` (a Hugging Face fast tokenizer; special
+    tokens included): the multilingual sentences of `make_texts`, joined until long enough and cut after a token.
+
+    Deterministic for a given tokenizer and `seed`. Each text starts with its number, so all are distinct. A cut
+    is checked by tokenizing the cut text again: a prefix can tokenize differently at its end (SentencePiece's
+    lone "▁" before some words goes when the text ends there), so the cut moves a few tokens either way, and
+    where no cut nearby gives the exact count the text is drawn again.
+    """
+    specials = len(tokenizer("a")["input_ids"]) - len(tokenizer("a", add_special_tokens=False)["input_ids"])
+    body = n_tokens - specials
+    if body < 1:
+        raise ValueError(f"{n_tokens} tokens leave no room for text next to {specials} special tokens")
+    rng = random.Random(seed)
+    want = body + 8  # a few tokens to spare, for moving the cut
+    shifts = [0, -1, 1, -2, 2, -3, 3, -4, 4]
+    out = []
+    for i in range(n):
+        for _attempt in range(20):
+            text = f"{i}."
+            # grow: ~20 tokens a sentence, so ask for what is missing (truncated: no length warnings)
+            while True:
+                enc = tokenizer(
+                    text,
+                    add_special_tokens=False,
+                    return_offsets_mapping=True,
+                    truncation=True,
+                    max_length=want,
+                )
+                have = len(enc["input_ids"])
+                if have == want:
+                    break
+                text += " " + " ".join(rng.choice(ALL_SENTENCES) for _ in range(max(1, (want - have) // 15)))
+            ends = [end for _, end in enc["offset_mapping"]]
+            for shift in shifts:
+                k = body + shift
+                if not 1 <= k <= want:
+                    continue
+                cut = text[: ends[k - 1]].rstrip()
+                if len(tokenizer(cut, truncation=True, max_length=n_tokens + 1)["input_ids"]) == n_tokens:
+                    out.append(cut)
+                    break
+            else:
+                continue
+            break
+        else:
+            raise RuntimeError(f"could not cut text {i} to exactly {n_tokens} tokens")
+    return out
+
+
 def env_summary(threads: int) -> dict[str, object]:
     """What a reader needs to compare figures: torch version, threads, CPU model."""
     import torch
@@ -178,9 +228,42 @@ def reset_peak_rss() -> None:
         f.write("5")
 
 
+def mem_available_mib() -> float:
+    """The machine's available memory (`MemAvailable` of /proc/meminfo), MiB."""
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError("MemAvailable not in /proc/meminfo")
+
+
+def _pid_rss_mib(pid: int) -> float:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:  # gone already
+        pass
+    return 0.0
+
+
+class ChildKilled(RuntimeError):
+    """A `ForkedRunner` call its watchdog stopped: `why` is `"time"` (past `timeout_s`) or `"memory"` (the
+    machine's available memory fell under `min_available_mib`); `seconds` it ran, the child's largest RSS seen."""
+
+    def __init__(self, message: str, why: str, seconds: float, max_rss_mib: float):
+        super().__init__(message)
+        self.why, self.seconds, self.max_rss_mib = why, seconds, max_rss_mib
+
+
 def _forked_child(target: Callable, args: tuple, conn) -> None:
     import traceback
 
+    # If the machine runs out of memory anyway, the kernel's OOM killer takes this child first, not another
+    # process on the machine.
+    with contextlib.suppress(OSError), open("/proc/self/oom_score_adj", "w") as f:
+        f.write("1000")
     try:
         conn.send(("ok", target(*args)))
     except BaseException:
@@ -214,13 +297,47 @@ class ForkedRunner:
                 else:
                     os.environ[k] = v
 
-    def __call__(self, target: Callable, *args: object) -> object:
-        """`target(*args)` in a new child; returns its (picklable) result or raises with the child's traceback."""
+    def __call__(
+        self,
+        target: Callable,
+        *args: object,
+        timeout_s: float | None = None,
+        min_available_mib: float | None = None,
+    ) -> object:
+        """`target(*args)` in a new child; returns its (picklable) result or raises with the child's traceback.
+
+        With `timeout_s` or `min_available_mib`, a watchdog polls the child every 50 ms and kills it (SIGKILL)
+        once it has run past `timeout_s` seconds or the machine's available memory is under `min_available_mib`,
+        raising `ChildKilled`.
+        """
         receive, send = self.ctx.Pipe(duplex=False)
         proc = self.ctx.Process(target=_forked_child, args=(target, args, send))
+        start = time.monotonic()
         proc.start()
         send.close()
+        max_rss = 0.0
         try:
+            while (timeout_s is not None or min_available_mib is not None) and not receive.poll(0.05):
+                seconds = time.monotonic() - start
+                max_rss = max(max_rss, _pid_rss_mib(proc.pid))
+                if timeout_s is not None and seconds > timeout_s:
+                    why, message = "time", f"did not finish in {timeout_s:.0f} s"
+                elif min_available_mib is not None and (available := mem_available_mib()) < min_available_mib:
+                    why = "memory"
+                    message = (
+                        f"the machine's available memory fell to {available:.0f} MiB "
+                        f"(under {min_available_mib:.0f}) after {seconds:.0f} s"
+                    )
+                else:
+                    continue
+                proc.kill()
+                proc.join()
+                raise ChildKilled(
+                    f"{target.__name__}: killed, {message} (its RSS reached {max_rss:.0f} MiB)",
+                    why,
+                    seconds,
+                    max_rss,
+                )
             status, payload = receive.recv()
         except EOFError:
             proc.join()

@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/conformance_flagembedding.py --setup-only   # once: the reference venv
     .venv/bin/python bench/encode.py [--quick] [--threads 2] [--cases short,long,mixed] [--budgets 8192,16384]
+    .venv/bin/python bench/encode.py --by-length --model DIR [--lengths 512,1024,2048,4096,8192] [--threads 2]
 
 Model: the real multilingual backbone (multilingual-e5-small, 12 layers, hidden 384, from
 `m3 backbone fetch multilingual-e5-small`) with M3 heads, saved once by our `save_pretrained` so every side reads
@@ -22,6 +23,18 @@ Model FLOP/s counts the forward pass on the real (unpadded) tokens: per layer 2�
 projections and feed-forward plus 4·n²·H for attention scores and the weighted sum, plus the heads; the
 fraction is against a large fp32 `torch.mm` measured in the same process (int8 is held to the same fp32 count
 and peak, so its fraction says how much faster than fp32 matmuls it runs, and can pass 100%).
+
+`--by-length` is a separate part (it runs alone, and needs neither FlagEmbedding nor ONNX): tokens/s of ours-torch
+(fp32 on CPU, the backbone's SDPA attention) on `--model DIR` (a model whose positions take the longest length,
+e.g. multilingual-e5-small after `m3 extend-positions --max-length 8192`) for texts of exactly each of `--lengths`
+tokens (`_common.exact_length_texts`: the multilingual sentences cut after a token, special tokens included),
+`--texts-per-length` of them, dense only and all three outputs, each with `batch_size=1` and with the default
+token budget (`max_batch_tokens`; at 8192 tokens it holds 4 texts), plus the MCLS path (`encode(..., mcls=True)`,
+default budget, dense only: MCLS changes only the dense vector) at lengths from `--mcls-from`. One untimed
+warm-up call on one 512-token text, then per length every configuration once per round, best of `--repeats`
+(default 1). Tokens and FLOPs count what the model runs (with
+MCLS: the inserted CLS tokens too, capped at the model's positions). Peak RSS: the process's VmHWM during the
+call, reset before it, and how far above the RSS before the call that is.
 """
 
 from __future__ import annotations
@@ -38,7 +51,17 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import env_summary, forward_flops, make_texts, matmul_peak_flops, pin_threads, print_table
+from _common import (
+    env_summary,
+    exact_length_texts,
+    forward_flops,
+    make_texts,
+    matmul_peak_flops,
+    pin_threads,
+    print_table,
+    proc_status_kib,
+    reset_peak_rss,
+)
 from conformance_flagembedding import (
     DRIVER,
     OFFLINE_ENV,
@@ -153,6 +176,168 @@ def time_ours(embedder, case: dict, warmup: bool) -> float:
     return time.perf_counter() - start
 
 
+def _fmt_load(load) -> str:
+    return "/".join(f"{x:.1f}" for x in load)
+
+
+def by_length(args: argparse.Namespace) -> int:
+    """The `--by-length` part: ours-torch tokens/s on texts of exact token lengths (see the module docstring)."""
+    from m3core.embedder import M3Embedder
+    from m3core.mcls import insert_cls
+
+    lengths = sorted({int(x) for x in args.lengths.split(",") if x.strip()})
+    threads = pin_threads(args.threads)
+    repeats = args.repeats or 1
+    load_start = os.getloadavg()
+    peak_start = matmul_peak_flops()
+    emb = M3Embedder(args.model, use_fp16=False, device="cpu", show_progress=False)
+    cfg = emb.model.backbone.config
+    colbert_dim = emb.model.colbert_head.dim
+    if lengths[-1] > emb.model.max_tokens:
+        raise SystemExit(
+            f"--lengths up to {lengths[-1]}, but {args.model} takes {emb.model.max_tokens} tokens: "
+            "extend its positions first (m3 extend-positions MODEL_DIR OUT_DIR --max-length N)"
+        )
+    budget = emb.max_batch_tokens
+    stride, cls_id = emb.config.mcls_stride, emb.tokenizer.cls_token_id
+    # (label, batch_size, outputs, mcls)
+    configs = [
+        ("batch 1", 1, "dense", False),
+        ("batch 1", 1, "all", False),
+        (f"budget {budget}", 256, "dense", False),
+        (f"budget {budget}", 256, "all", False),
+    ]
+    mcls_configs = [(f"budget {budget}", 256, "dense", True)]  # MCLS changes the dense vector only
+
+    def run(
+        texts: list[str], length: int, batch_size: int, outputs: str, mcls: bool
+    ) -> tuple[float, float, float]:
+        """Seconds, peak RSS (MiB) and how far above the RSS before the call, of one `encode` call."""
+        reset_peak_rss()
+        before = proc_status_kib("VmRSS")
+        start = time.perf_counter()
+        emb.encode(
+            texts,
+            batch_size=batch_size,
+            max_length=length,
+            return_dense=True,
+            return_sparse=outputs == "all",
+            return_colbert_vecs=outputs == "all",
+            mcls=mcls,
+        )
+        seconds = time.perf_counter() - start
+        peak = proc_status_kib("VmHWM")
+        return seconds, peak / 1024, (peak - before) / 1024
+
+    # One untimed warm-up call (thread pool, allocator, kernels), on one 512-token text: a warm-up per length
+    # would cost a long text's time at each long length.
+    emb.encode(exact_length_texts(emb.tokenizer, 1, min(512, lengths[0]), seed=1), batch_size=1)
+    results = []
+    for length in lengths:
+        texts = exact_length_texts(emb.tokenizer, args.texts_per_length, length, seed=length)
+        ids = emb.tokenizer(texts, truncation=True, max_length=length)["input_ids"]
+        assert all(len(x) == length for x in ids), "exact_length_texts: wrong token count"
+        todo = configs + (mcls_configs if length >= args.mcls_from else [])
+        best: dict[int, tuple[float, float, float]] = {}
+        load_before = os.getloadavg()
+        for _ in range(repeats):
+            for i, c in enumerate(todo):
+                r = run(texts, length, c[1], c[2], c[3])
+                if i not in best or r[0] < best[i][0]:
+                    best[i] = r
+        for i, (label, batch_size, outputs, mcls) in enumerate(todo):
+            seconds, rss, above = best[i]
+            model_lengths = (
+                [len(insert_cls(x, cls_id, stride, emb.model.max_tokens)[0]) for x in ids]
+                if mcls
+                else [length] * len(ids)
+            )
+            flops = forward_flops(model_lengths, cfg, colbert_dim, outputs)
+            per_batch = min(len(texts), max(1, min(batch_size, budget // max(model_lengths))))  # formed
+            results.append(
+                {
+                    "length": length,
+                    "batching": label,
+                    "texts_per_batch": per_batch,
+                    "outputs": outputs,
+                    "mcls": mcls,
+                    "texts": len(texts),
+                    "model_tokens": sum(model_lengths),
+                    "seconds": seconds,
+                    "tokens_per_s": sum(model_lengths) / seconds,
+                    "flops": flops,
+                    "peak_rss_mib": rss,
+                    "call_rss_mib": above,
+                    "load_before": load_before,
+                }
+            )
+        print(
+            f"  {length} tokens done ({sum(best[i][0] for i in best):.0f} s timed), load {_fmt_load(os.getloadavg())}",
+            file=sys.stderr,
+            flush=True,
+        )
+    peak = max(peak_start, matmul_peak_flops())
+    load = {"start": load_start, "end": os.getloadavg()}
+    env = env_summary(threads)
+    rows = []
+    for r in results:
+        gflops = r["flops"] / r["seconds"] / 1e9
+        rows.append(
+            [
+                r["length"],
+                ("MCLS " if r["mcls"] else "")
+                + ("dense" if r["outputs"] == "dense" else "dense+sparse+colbert"),
+                f"{r['batching']} ({r['texts_per_batch']}/batch)",
+                r["texts"],
+                r["model_tokens"],
+                f"{r['seconds']:.2f}",
+                f"{r['tokens_per_s']:.0f}",
+                f"{gflops:.1f}",
+                f"{100 * gflops * 1e9 / peak:.0f}%",
+                f"{r['peak_rss_mib']:.0f}",
+                f"+{r['call_rss_mib']:.0f}",
+            ]
+        )
+    print(
+        f"\nencode tokens/s by length: {args.model} (hidden {cfg.hidden_size}, {cfg.num_hidden_layers} layers, "
+        f"{emb.model.max_tokens} positions, attention {cfg._attn_implementation}), ours-torch fp32 on CPU "
+        f"'{env['cpu']}', torch {env['torch']}, {threads} intra-op threads, best of {repeats}; "
+        f"fp32 matmul peak {peak / 1e9:.1f} GFLOP/s (2048^3 torch.mm, same run); MCLS stride {stride}; "
+        f"load average (1 / 5 / 15 min) {_fmt_load(load['start'])} at the start, {_fmt_load(load['end'])} at the end"
+    )
+    print_table(
+        [
+            "tokens",
+            "outputs",
+            "batching",
+            "texts",
+            "model tokens",
+            "s",
+            "tokens/s",
+            "model GFLOP/s",
+            "of peak",
+            "peak RSS MiB",
+            "call MiB",
+        ],
+        rows,
+    )
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(
+            json.dumps(
+                {
+                    "env": env,
+                    "model": str(args.model),
+                    "peak_flops": peak,
+                    "load": load,
+                    "by_length": results,
+                },
+                indent=2,
+            )
+        )
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
@@ -160,7 +345,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--threads", type=int, default=2, help="intra-op threads of every side")
     parser.add_argument(
-        "--repeats", type=int, default=None, help="best of N, all sides taking turns (default 2, --quick 1)"
+        "--repeats",
+        type=int,
+        default=None,
+        help="best of N, all sides taking turns (default 2, --quick 1; --by-length 1)",
     )
     parser.add_argument("--cases", default=",".join(CASES), help=f"comma list of {', '.join(CASES)}")
     parser.add_argument("--n-short", type=int, default=None, help="short texts (default 3000, --quick 128)")
@@ -176,9 +364,35 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-reference", action="store_true", help="ours only (no FlagEmbedding venv)")
     parser.add_argument("--no-onnx", action="store_true", help="no ONNX sides (no export)")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    parser.add_argument(
+        "--by-length",
+        action="store_true",
+        help="run only the by-length part: ours-torch tokens/s on texts of exact token lengths (needs --model)",
+    )
+    parser.add_argument(
+        "--model",
+        type=Path,
+        default=None,
+        help="--by-length: the model directory (positions >= the longest length)",
+    )
+    parser.add_argument(
+        "--lengths",
+        default="512,1024,2048,4096,8192",
+        help="--by-length: text lengths in tokens (comma list)",
+    )
+    parser.add_argument("--texts-per-length", type=int, default=4, help="--by-length: texts per length")
+    parser.add_argument(
+        "--mcls-from", type=int, default=2048, help="--by-length: also the MCLS path (dense) from this length"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     os.environ.update(OFFLINE_ENV)
+    if args.by_length:
+        if args.model is None:
+            parser.error("--by-length needs --model DIR")
+        return by_length(args)
+    if args.model is not None:
+        parser.error("--model is for --by-length")
     names = [c.strip() for c in args.cases.split(",") if c.strip()]
     if not names or set(names) - set(CASES):
         parser.error(f"--cases: expected a comma list of {', '.join(CASES)}, got {args.cases!r}")

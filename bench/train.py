@@ -1,10 +1,13 @@
 """Training throughput and memory: length-bucketed vs random batches, split-batch vs whole batches at a long length.
 
     .venv/bin/python bench/train.py [--quick] [--threads 1] [--length 1024] [--cap-mib N] [--json FILE]
+    .venv/bin/python bench/train.py --only memory --model DIR --lengths 2048,4096,8192 --cap-mib N
+        [--max-batch N] [--trial-timeout-s 900] [--reserve-mib 2048] [--threads 2]
 
 Both parts drive the real `m3core.train.Trainer` (`train_step`: tokenization, all three modes, M3Loss with
 self-distillation, backward, AdamW) on a small random XLM-R-shaped model (hidden 128, 2 layers, 4 heads, attention
-dropout 0.1 as in XLM-R, 8192 positions, tokenizer trained on generated text), built in a temporary directory.
+dropout 0.1 as in XLM-R, 8192 positions, tokenizer trained on generated text), built in a temporary directory;
+`--model DIR` uses that model directory instead (e.g. multilingual-e5-small after `m3 extend-positions`).
 
 1. Throughput on length-skewed data (80% of examples short, 30-60 tokens; 20% long, 400-1000 tokens; group size 2).
    Both samplers get the same token budget (`tokens_per_batch` padded passage tokens per step, i.e. the same
@@ -19,6 +22,12 @@ dropout 0.1 as in XLM-R, 8192 positions, tokenizer trained on generated text), b
    builds the Trainer, takes a warm-up step on a short example, resets its peak RSS, runs one training step at the
    batch size and reports its peak RSS above the RSS before the step. The cap defaults to 1.5 × the peak of a
    whole batch of 1 (so that side fits exactly 1); the search is in `largest_batch`. Also each side's step time.
+   `--lengths` runs this part at each length in turn (each with its own default cap, unless `--cap-mib`) and ends
+   with a summary table. Every trial runs under a watchdog (`run_trial`): killed past `--trial-timeout-s` (the
+   length then does not fit this machine's time: "did not finish in N s"), or when the machine's available memory
+   falls under `--reserve-mib` (a step far over what the machine holds ends as a result, not in the kernel's OOM
+   killer); a batch is not tried when the largest finished one predicts more than 90% of the time limit. A trial
+   killed, out of memory or failing is reported and the bench goes on.
 
 With CUDA available it also runs one bf16 training step per side at fixed batches (`CUDA_RUNS`) and prints the
 peak CUDA memory (`torch.cuda.max_memory_allocated` above what the model and optimizer held before the step) and
@@ -40,6 +49,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (
+    ChildKilled,
     ForkedRunner,
     env_summary,
     pin_threads,
@@ -73,7 +83,7 @@ CUDA_RUNS = ((4096, 8), (8192, 4))
 
 # ---------------------------------------------------------------------------------------------- data and model
 def _textgen():
-    sys.path.insert(0, str(ROOT / "tests"))
+    sys.path.insert(0, str(ROOT / "tests" / "support"))
     import textgen
 
     return textgen
@@ -185,7 +195,7 @@ def throughput(model_dir: Path, work: Path, n_examples: int, budget: int, edges:
     batches = {name: list(t.sampler) for name, t in trainers.items()}
     # Warm-up (allocator, thread pool, lazy AdamW state): each trainer steps once on its first batch, uncounted.
     for name, t in trainers.items():
-        t.train_step(batches[name][0])
+        t.train_step([batches[name][0]])
     stats = {name: {"steps": 0, "tokens": 0.0, "padded": 0.0, "seconds": 0.0} for name in trainers}
     load_before = os.getloadavg()
     while True:
@@ -195,7 +205,7 @@ def throughput(model_dir: Path, work: Path, n_examples: int, budget: int, edges:
         name = min(pending, key=lambda n: stats[n]["steps"] / len(batches[n]))
         s = stats[name]
         start = time.perf_counter()
-        m = trainers[name].train_step(batches[name][s["steps"]])
+        m = trainers[name].train_step([batches[name][s["steps"]]])
         s["seconds"] += time.perf_counter() - start
         s["steps"] += 1
         s["tokens"] += m["tokens"]
@@ -221,7 +231,12 @@ def throughput(model_dir: Path, work: Path, n_examples: int, budget: int, edges:
 
 # ---------------------------------------------------------------------------------------------- part 2
 def trial(spec: dict) -> dict:
-    """One training step at `spec["batch"]` examples of `spec["length"]`-token passages (run in a fresh child)."""
+    """One training step at `spec["batch"]` examples of `spec["length"]`-token passages (run in a fresh child).
+
+    With `spec["status"]` (a path), the RSS before the step and the step's start are written there as the step
+    starts, so that a trial killed during its step can still be reported (see `run_trial`).
+    """
+    started = time.perf_counter()
     import torch
 
     threads = pin_threads(spec["threads"])
@@ -244,7 +259,7 @@ def trial(spec: dict) -> dict:
         passage_max_length=length,
         **split,
     )
-    trainer.train_step([0])
+    trainer.train_step([[0]])
     cuda = trainer.device.type == "cuda"
     if cuda:
         torch.cuda.synchronize()
@@ -253,7 +268,13 @@ def trial(spec: dict) -> dict:
     reset_peak_rss()  # the peak below is the step's, not the set-up's
     rss_before = proc_status_kib("VmRSS")
     start = time.perf_counter()
-    metrics = trainer.train_step(list(range(1, n + 1)))
+    if spec.get("status"):
+        Path(spec["status"]).write_text(
+            json.dumps(
+                {"rss_before_kib": rss_before, "setup_s": start - started, "step_started": time.time()}
+            )
+        )
+    metrics = trainer.train_step([list(range(1, n + 1))])  # one batch: a plain step
     if cuda:
         torch.cuda.synchronize()
     seconds = time.perf_counter() - start
@@ -264,6 +285,7 @@ def trial(spec: dict) -> dict:
         "device": str(trainer.device),
         "bf16": trainer.use_bf16,
         "step_s": seconds,
+        "setup_s": start - started,
         "rss_before_mib": rss_before / 1024,
         "peak_mib": (proc_status_kib("VmHWM") - rss_before) / 1024,
         "tokens": metrics["tokens"],
@@ -301,49 +323,158 @@ def run_trial_subprocess(spec: dict) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def run_trial(run: ForkedRunner, spec: dict, timeout_s: float | None, reserve_mib: float | None) -> dict:
+    """`trial(spec)` in a fresh child, under a watchdog: killed past `timeout_s` seconds, or when the machine's
+    available memory falls under `reserve_mib` (so a step far over what the machine holds ends as a result, not
+    in the kernel's OOM killer or in other processes' memory). Never raises: a killed or failed trial comes back
+    as a record with `outcome` "time", "memory" (the watchdog's), "died" (killed from outside: the kernel's OOM
+    killer, most likely), "alloc" (torch could not allocate) or "error"; a finished one has outcome "done"."""
+    status = Path(f"{spec['out']}.batch-{spec['batch']}.json")
+    status.unlink(missing_ok=True)
+    started = time.perf_counter()
+    record = {"batch": spec["batch"], "split": spec["split"], "length": spec["length"], "step_s": None}
+    try:
+        r = run(trial, {**spec, "status": str(status)}, timeout_s=timeout_s, min_available_mib=reserve_mib)
+        r["outcome"] = "done"
+    except ChildKilled as e:
+        r = {
+            **record,
+            "outcome": e.why,
+            "error": str(e),
+            "killed_after_s": e.seconds,
+            "max_rss_mib": e.max_rss_mib,
+        }
+        if status.is_file():  # killed during the step (not while loading or warming up)
+            st = json.loads(status.read_text())
+            r["step_ran_s"] = time.time() - st["step_started"]
+            r["setup_s"] = e.seconds - r["step_ran_s"]  # process start, model, Trainer, warm-up step
+            r["rss_before_mib"] = st["rss_before_kib"] / 1024
+            r["peak_at_least_mib"] = e.max_rss_mib - r["rss_before_mib"]
+    except RuntimeError as e:
+        text = str(e)
+        outcome = "error"
+        if "died (exit code -9)" in text:
+            outcome = "died"
+        elif "can't allocate memory" in text or "out of memory" in text.lower():
+            outcome = "alloc"
+        r = {**record, "outcome": outcome, "error": text.strip().splitlines()[-1][:300]}
+    status.unlink(missing_ok=True)
+    r["trial_s"] = time.perf_counter() - started
+    return r
+
+
+def _peak(r: dict) -> float | None:
+    """A trial's step memory: measured when it finished, a lower bound when it was killed during its step."""
+    return r["peak_mib"] if r["outcome"] == "done" else r.get("peak_at_least_mib")
+
+
+def describe_trial(r: dict, cap_mib: float, timeout_s: float | None) -> str:
+    """One line on a trial's outcome, as the probes print it."""
+    if r["outcome"] == "done":
+        return (
+            f"step peak {r['peak_mib']:7.0f} MiB ({'fits' if r['fits'] else 'over the cap'}), "
+            f"step {r['step_s']:6.2f} s"
+        )
+    during = (
+        f"its step had run {r['step_ran_s']:.0f} s, after {r['setup_s']:.0f} s of start-up and set-up; "
+        f"step memory >= {r['peak_at_least_mib']:.0f} MiB"
+        if "step_ran_s" in r
+        else "during set-up, before the step"
+    )
+    over = " (over the cap)" if (r.get("peak_at_least_mib") or 0) > cap_mib else ""
+    if r["outcome"] == "time":
+        return f"did not finish in {timeout_s:.0f} s: killed ({during})"
+    if r["outcome"] == "memory":
+        return f"{r['error']}; {during}{over}"
+    if r["outcome"] == "died":
+        return "died from SIGKILL (the kernel's OOM killer, most likely): out of memory"
+    if r["outcome"] == "alloc":
+        return f"out of memory: {r['error']}"
+    return f"failed: {r['error']}"
+
+
 def largest_batch(
-    run: ForkedRunner, spec: dict, cap_mib: float, limit: int, trials: list[dict]
-) -> dict | None:
-    """Largest batch (≤ `limit`) whose step peaks at or under `cap_mib`; None when a batch of 1 does not fit.
+    run: ForkedRunner,
+    spec: dict,
+    cap_mib: float,
+    limit: int,
+    trials: list[dict],
+    timeout_s: float | None = None,
+    reserve_mib: float | None = None,
+) -> dict:
+    """Largest batch (≤ `limit`) whose step peaks at or under `cap_mib` (and finishes within `timeout_s`).
 
     Grows from 1 and 2, then probes where the line through the two trials nearest the boundary crosses the cap
     (memory grows about linearly with the batch), keeping a bracket: largest batch seen to fit, smallest seen
     not to. Ends when they are adjacent, so the answer is confirmed by a trial on each side. A secant step costs
     ~2 large trials where doubling and bisecting would cost ~log2(N) of them: on a busy 2-core machine a step at
-    the split side's largest batch takes minutes.
+    the split side's largest batch takes minutes. With `timeout_s`, a batch is not tried when the largest one
+    that fits predicts (set-up + its step time x batch / its batch) more than 90% of the limit: the search stops
+    there, limited by time. Returns `{"best": the largest fitting trial or None, "stop": why the search ended
+    (text), "stop_kind": cap / time / memory / max-batch / error}`.
     """
     seen: dict[int, dict] = {}
 
     def probe(b: int) -> bool:
-        r = run(trial, {**spec, "batch": b})
-        r["fits"] = r["peak_mib"] <= cap_mib
+        r = run_trial(run, {**spec, "batch": b}, timeout_s, reserve_mib)
+        r["fits"] = r["outcome"] == "done" and r["peak_mib"] <= cap_mib
         seen[b] = r
         trials.append(r)
-        print(
-            f"  {'split' if spec['split'] else 'whole'} batch {b:4d}: step peak {r['peak_mib']:7.0f} MiB "
-            f"({'fits' if r['fits'] else 'over the cap'}), step {r['step_s']:6.2f} s",
-            flush=True,
-        )
+        side = "split" if spec["split"] else "whole"
+        print(f"  {side} batch {b:4d}: {describe_trial(r, cap_mib, timeout_s)}", flush=True)
         return r["fits"]
 
+    def why(r: dict) -> tuple[str, str]:
+        if r["outcome"] == "done":
+            return "cap", f"batch {r['batch']} over the cap"
+        if r["outcome"] == "memory" and (_peak(r) or 0) > cap_mib:
+            return "cap", f"batch {r['batch']} over the cap (killed at >= {_peak(r):.0f} MiB: machine memory)"
+        if r["outcome"] == "time":
+            return "time", f"batch {r['batch']} did not finish in {timeout_s:.0f} s"
+        if r["outcome"] in ("memory", "died", "alloc"):
+            return "memory", f"batch {r['batch']} does not fit this machine's memory"
+        return "error", f"batch {r['batch']} failed"
+
     if not probe(1):
-        return None
+        kind, text = why(seen[1])
+        return {"best": None, "stop_kind": kind, "stop": text}
     lo, hi = 1, None  # lo fits, hi does not
+    stop = None
     while lo < limit and (hi is None or hi - lo > 1):
-        near = hi if hi is not None else max((b for b in seen if b < lo), default=None)
+        near = hi if hi is not None and _peak(seen[hi]) is not None else None
+        if near is None:
+            near = max((b for b in seen if b < lo and _peak(seen[b]) is not None), default=None)
         if near is None:
             b = 2
         else:
             a, c = seen[lo], seen[near]
-            slope = (c["peak_mib"] - a["peak_mib"]) / (near - lo)
+            slope = (_peak(c) - a["peak_mib"]) / (near - lo)
             b = lo + int((cap_mib - a["peak_mib"]) // slope) if slope > 0 else 2 * lo
             b = max(b, lo + 1)
         b = min(b, hi - 1 if hi is not None else limit)
+        if timeout_s is not None:
+            a = seen[lo]
+            setup = a["trial_s"] - a["step_s"]
+            in_time = int((0.9 * timeout_s - setup) * lo // a["step_s"])
+            if b > in_time:
+                if in_time <= lo:
+                    predicted = setup + a["step_s"] * (lo + 1) / lo
+                    stop = ("time", f"batch {lo + 1} predicted {predicted:.0f} s > 90% of {timeout_s:.0f} s")
+                    print(
+                        f"  {'split' if spec['split'] else 'whole'} batch {lo + 1} not run: predicted "
+                        f"{predicted:.0f} s ({setup:.0f} s set-up + {a['step_s'] / lo:.0f} s/example, from batch "
+                        f"{lo}) > 90% of the {timeout_s:.0f} s limit",
+                        flush=True,
+                    )
+                    break
+                b = in_time
         if probe(b):
             lo = b
         else:
             hi = b
-    return seen[lo]
+    if stop is None:
+        stop = ("max-batch", f"--max-batch {limit}") if lo >= limit else why(seen[hi])
+    return {"best": seen[lo], "stop_kind": stop[0], "stop": stop[1]}
 
 
 # ---------------------------------------------------------------------------------------------- main
@@ -382,6 +513,30 @@ def main(argv: list[str] | None = None) -> int:
         help="part 2 memory cap, MiB above the pre-step RSS (default: 1.5 x a whole batch of 1 at --length)",
     )
     parser.add_argument("--max-batch", type=int, default=256, help="part 2: largest batch tried")
+    parser.add_argument(
+        "--lengths",
+        type=lambda v: [int(x) for x in v.split(",") if x.strip()],
+        default=None,
+        help="part 2 at each of these passage lengths in turn (comma list; instead of --length)",
+    )
+    parser.add_argument(
+        "--trial-timeout-s",
+        type=float,
+        default=900,
+        help="part 2: a trial still running after this many seconds is killed and reported (default 900)",
+    )
+    parser.add_argument(
+        "--reserve-mib",
+        type=float,
+        default=2048,
+        help="part 2: a trial is killed when the machine's available memory falls under this (default 2048)",
+    )
+    parser.add_argument(
+        "--model",
+        type=Path,
+        default=None,
+        help="use this model directory (e.g. an extended multilingual-e5-small) instead of the small random one",
+    )
     parser.add_argument("--only", choices=["throughput", "memory"], default=None)
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
     parser.add_argument("--trial", default=None, help=argparse.SUPPRESS)
@@ -398,26 +553,58 @@ def main(argv: list[str] | None = None) -> int:
     threads = pin_threads(args.threads)
     import torch
 
+    if args.lengths and args.length:
+        parser.error("give --length or --lengths, not both")
     n_examples = args.examples or (96 if args.quick else 160)
     length = args.length or (512 if args.quick else 1024)
+    lengths = args.lengths or [length]
     env = env_summary(threads)
     print(f"torch {env['torch']}, torch.set_num_threads({threads}), {env['cores']} cores: {env['cpu']}")
     if torch.cuda.is_available():
         print(f"GPU: {torch.cuda.get_device_name()} (part 1 and the GPU part run on it; part 2 on the CPU)")
     print(f"load average (1/5/15 min) at start: {_load()}")
-    print(
-        f"model: random XLM-R shape {MODEL_SHAPE} (attention dropout 0.1, as XLM-R), group size {GROUP_SIZE}, "
-        "all three modes + self-distillation, AdamW"
-    )
+    if args.model is None:
+        print(
+            f"model: random XLM-R shape {MODEL_SHAPE} (attention dropout 0.1, as XLM-R), group size {GROUP_SIZE}, "
+            "all three modes + self-distillation, AdamW"
+        )
+    else:
+        c = transformers.AutoConfig.from_pretrained(args.model)
+        print(
+            f"model: {args.model} ({c.model_type}, hidden {c.hidden_size}, {c.num_hidden_layers} layers, "
+            f"{c.num_attention_heads} heads, FFN {c.intermediate_size}, vocabulary {c.vocab_size}, "
+            f"{c.max_position_embeddings} position rows, attention dropout {c.attention_probs_dropout_prob}), "
+            f"group size {GROUP_SIZE}, all three modes + self-distillation, AdamW"
+        )
     results: dict = {"env": env, "threads": threads, "load_start": os.getloadavg()}
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="m3-bench-train-") as tmp:
         work = Path(tmp)
-        model_dir = build_model(work / "model", max_tokens=max(length, 8192))
+        model_dir = args.model or build_model(work / "model", max_tokens=max(*lengths, 8192))
         if args.only in (None, "throughput"):
             results["throughput"] = report_throughput(model_dir, work, n_examples, args.budget, args.edges)
         if args.only in (None, "memory"):
-            results["memory"] = report_memory(model_dir, work, length, args.cap_mib, args.max_batch, threads)
+            run = trial_runner()
+            outs = [
+                report_memory(
+                    model_dir,
+                    work,
+                    n,
+                    args.cap_mib,
+                    args.max_batch,
+                    threads,
+                    args.trial_timeout_s,
+                    args.reserve_mib,
+                    run=run,
+                    explain=i == 0,
+                )
+                for i, n in enumerate(lengths)
+            ]
+            if args.lengths:
+                results["memory_by_length"] = outs
+                report_lengths(outs)
+            else:
+                results["memory"] = outs[0]
             if torch.cuda.is_available():
                 results["cuda"] = report_cuda(model_dir, work, threads)
     results["load_end"] = os.getloadavg()
@@ -468,24 +655,42 @@ def _fmt_load(load: tuple[float, ...]) -> str:
 
 
 def report_memory(
-    model_dir: Path, work: Path, length: int, cap: float | None, limit: int, threads: int
+    model_dir: Path,
+    work: Path,
+    length: int,
+    cap: float | None,
+    limit: int,
+    threads: int,
+    timeout_s: float | None = None,
+    reserve_mib: float | None = None,
+    run: ForkedRunner | None = None,
+    explain: bool = True,
 ) -> dict:
-    print(
-        f"\n== 2. largest batch at {length} tokens under one memory cap: whole batch vs split-batch ==\n"
-        "each trial: a fresh child process, one warm-up step on a short example, then one training step at the "
-        "batch size;\nmemory = peak RSS during the step (VmHWM, reset before it) minus RSS before it. "
-        f"group size {GROUP_SIZE}, every passage {length} tokens.\n"
-        "why the gap is large on CPU: with attention dropout > 0 (training), torch's CPU SDPA runs its math "
-        "kernel, which keeps every head's L x L attention probabilities for backward; a whole batch holds them for "
-        "all passages and layers, split-batch with checkpointing for one passage and one layer at a time."
-    )
-    run = trial_runner()
+    print(f"\n== 2. largest batch at {length} tokens under one memory cap: whole batch vs split-batch ==")
+    if explain:
+        print(
+            "each trial: a fresh child process, one warm-up step on a short example, then one training step at the "
+            "batch size;\nmemory = peak RSS during the step (VmHWM, reset before it) minus RSS before it. "
+            f"group size {GROUP_SIZE}, every passage {length} tokens.\n"
+            "why the gap is large on CPU: with attention dropout > 0 (training), torch's CPU SDPA runs its math "
+            "kernel, which keeps every head's L x L attention probabilities for backward; a whole batch holds them "
+            "for all passages and layers, split-batch with checkpointing for one passage and one layer at a time.\n"
+            f"a trial is killed after {timeout_s:.0f} s, or when the machine's available memory falls under "
+            f"{reserve_mib:.0f} MiB"
+        )
+    run = run or trial_runner()
     base = {"model": str(model_dir), "length": length, "threads": threads}
     out: dict = {"length": length, "load_before": os.getloadavg()}
     trials: list[dict] = []
     if cap is None:
-        one = run(trial, {**base, "split": False, "batch": 1, "out": str(work / "trial-cap")})
+        one = run_trial(
+            run, {**base, "split": False, "batch": 1, "out": str(work / "trial-cap")}, timeout_s, reserve_mib
+        )
         trials.append(one)
+        if one["outcome"] != "done":
+            print(f"cap: cannot be derived, a whole batch of 1 example {describe_trial(one, 0, timeout_s)}")
+            out.update(cap_mib=None, whole=None, split=None, trials=trials, load_after=os.getloadavg())
+            return out
         cap = round(1.5 * one["peak_mib"] / 10) * 10
         print(
             f"cap: {cap:.0f} MiB = 1.5 x the {one['peak_mib']:.0f} MiB a whole batch of 1 example peaks at, "
@@ -494,13 +699,19 @@ def report_memory(
     out["cap_mib"] = cap
     for split in (False, True):
         spec = {**base, "split": split, "out": str(work / f"trial-{split}")}
-        out["split" if split else "whole"] = largest_batch(run, spec, cap, limit, trials)
+        key = "split" if split else "whole"
+        found = largest_batch(run, spec, cap, limit, trials, timeout_s, reserve_mib)
+        out[key], out[f"{key}_stop"], out[f"{key}_stop_kind"] = (
+            found["best"],
+            found["stop"],
+            found["stop_kind"],
+        )
     out["trials"], out["load_after"] = trials, os.getloadavg()
     rows = []
     for key, label in (("whole", "whole batch"), ("split", "split-batch (sub_batch_size=1 + checkpointing)")):
         r = out[key]
         if r is None:
-            rows.append([label, 0, "-", "-", "-"])
+            rows.append([label, 0, "-", "-", "-", out[f"{key}_stop"]])
         else:
             rows.append(
                 [
@@ -509,18 +720,78 @@ def report_memory(
                     f"{r['peak_mib']:.0f}",
                     f"{r['step_s']:.2f}",
                     f"{r['step_s'] / r['batch']:.2f}",
+                    out[f"{key}_stop"],
                 ]
             )
     print(f"cap {cap:.0f} MiB above the pre-step RSS; {length} tokens per passage")
-    print_table(["", "largest batch", "step peak MiB", "step s", "s/example"], rows)
+    print_table(["", "largest batch", "step peak MiB", "step s", "s/example", "search stopped by"], rows)
     if out["whole"] and out["split"]:
         out["ratio"] = out["split"]["batch"] / out["whole"]["batch"]
         capped = f" (stopped at --max-batch {limit})" if out["split"]["batch"] >= limit else ""
         print(f"ratio split / whole, largest batch: {out['ratio']:.1f}x{capped} (target >= 10x)")
+    for key in ("whole", "split"):
+        fitting = {r["batch"]: r for r in trials if r.get("fits") and r["split"] == (key == "split")}
+        done = [fitting[b] for b in sorted(fitting)]
+        if out[f"{key}_stop_kind"] in ("time", "max-batch") and len(done) >= 2:
+            a, b = done[-2], done[-1]
+            slope = (b["peak_mib"] - a["peak_mib"]) / (b["batch"] - a["batch"])
+            if slope > 0:
+                out[f"{key}_projected"] = b["batch"] + int((cap - b["peak_mib"]) // slope)
+                print(
+                    f"{key}: the line through batches {a['batch']} and {b['batch']} ({slope:.0f} MiB per example) "
+                    f"reaches the cap at ~{out[f'{key}_projected']} examples (a projection: not run)"
+                )
+        if out[f"{key}_stop_kind"] == "time":
+            done = out[key]
+            figure = (
+                f"the largest batch that finished, {done['batch']}, took {done['step_s']:.0f} s a step"
+                if done
+                else "no batch finished"
+            )
+            print(f"{key}: {length} tokens does not fit this machine's time ({out[f'{key}_stop']}; {figure})")
     print(
         f"load average before/after this part: {_fmt_load(out['load_before'])} / {_fmt_load(out['load_after'])}"
     )
     return out
+
+
+def report_lengths(outs: list[dict]) -> None:
+    """The summary over `--lengths`: per length and side, the largest batch under the cap, or why none."""
+    print("\n== 2. summary: largest batch under the cap per length, whole batch vs split-batch ==")
+    rows = []
+    for out in outs:
+        for key, label in (("whole", "whole batch"), ("split", "split-batch")):
+            r = out.get(key)
+            cap = "-" if out.get("cap_mib") is None else f"{out['cap_mib']:.0f}"
+            stop = out.get(f"{key}_stop", "no cap")
+            if r is None:
+                rows.append([out["length"], label, cap, 0, "-", "-", "-", stop])
+            else:
+                rows.append(
+                    [
+                        out["length"],
+                        label,
+                        cap,
+                        r["batch"],
+                        f"{r['peak_mib']:.0f}",
+                        f"{r['step_s']:.1f}",
+                        f"{r['step_s'] / r['batch']:.1f}",
+                        stop,
+                    ]
+                )
+    print_table(
+        [
+            "tokens",
+            "side",
+            "cap MiB",
+            "largest batch",
+            "step peak MiB",
+            "step s",
+            "s/example",
+            "search stopped by",
+        ],
+        rows,
+    )
 
 
 def report_cuda(model_dir: Path, work: Path, threads: int) -> dict:
