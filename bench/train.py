@@ -250,6 +250,8 @@ def trial(spec: dict) -> dict:
         tokenizer, n, length, seed=n
     )
     split = {"sub_batch_size": 1, "activation_checkpointing": True} if spec["split"] else {}
+    if spec.get("attention_dropout") is not None:
+        split["attention_dropout"] = spec["attention_dropout"]
     trainer = make_trainer(
         Path(spec["model"]),
         Path(spec["out"]),
@@ -537,6 +539,13 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="use this model directory (e.g. an extended multilingual-e5-small) instead of the small random one",
     )
+    parser.add_argument(
+        "--attention-dropout",
+        type=float,
+        default=None,
+        help="part 2: TrainConfig.attention_dropout of every trial (default: the model's; 0 lets CPU SDPA use its "
+        "fused kernel, which keeps no L x L probabilities)",
+    )
     parser.add_argument("--only", choices=["throughput", "memory"], default=None)
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
     parser.add_argument("--trial", default=None, help=argparse.SUPPRESS)
@@ -597,6 +606,7 @@ def main(argv: list[str] | None = None) -> int:
                     args.reserve_mib,
                     run=run,
                     explain=i == 0,
+                    attention_dropout=args.attention_dropout,
                 )
                 for i, n in enumerate(lengths)
             ]
@@ -665,6 +675,7 @@ def report_memory(
     reserve_mib: float | None = None,
     run: ForkedRunner | None = None,
     explain: bool = True,
+    attention_dropout: float | None = None,
 ) -> dict:
     print(f"\n== 2. largest batch at {length} tokens under one memory cap: whole batch vs split-batch ==")
     if explain:
@@ -679,7 +690,14 @@ def report_memory(
             f"{reserve_mib:.0f} MiB"
         )
     run = run or trial_runner()
-    base = {"model": str(model_dir), "length": length, "threads": threads}
+    base = {
+        "model": str(model_dir),
+        "length": length,
+        "threads": threads,
+        "attention_dropout": attention_dropout,
+    }
+    if attention_dropout is not None:
+        print(f"attention dropout set to {attention_dropout} for every trial (TrainConfig.attention_dropout)")
     out: dict = {"length": length, "load_before": os.getloadavg()}
     trials: list[dict] = []
     if cap is None:

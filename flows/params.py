@@ -168,11 +168,12 @@ class EvalParams(BaseModel):
 
 def _long_overrides() -> TrainOverrides:
     # Long buckets up to 8192 tokens with split-batch (one passage per forward, activation checkpointing) so a
-    # long batch fits 2 CPU cores' memory; few steps: an 8k-token passage costs minutes per step there.
+    # long batch fits 2 CPU cores' memory; few steps: an 8k-token passage costs minutes per step there. No
+    # attention dropout: SDPA's fused kernel then never holds the [heads, L, L] probabilities (M3Model.set_attention_dropout).
     return TrainOverrides(
         max_steps=30, group_size=2, query_max_length=128, passage_max_length=8192, extend_positions_to=8192,
         bucket_edges=[0, 1024, 2048, 4096, 8192], tokens_per_batch=16384, max_batch_size=4, sub_batch_size=1,
-        self_distill_start_step=0, warmup_ratio=0.1,
+        self_distill_start_step=0, warmup_ratio=0.1, attention_dropout=0.0,
     )  # fmt: skip
 
 

@@ -30,6 +30,14 @@ class TrainConfig(BaseModel):
     extend_positions_to: int | None = Field(
         None, description="grow the position table to this many tokens first"
     )
+    attention_dropout: float | None = Field(
+        None,
+        ge=0,
+        lt=1,
+        description="dropout on the attention probabilities while training; None: the backbone's (XLM-R: 0.1). "
+        "0 lets SDPA use its fused kernel on long inputs (M3Model.set_attention_dropout: measured 2.5x faster, "
+        "20x less memory at 2048 tokens on CPU)",
+    )
     query_instruction: str | None = Field(
         None, description="prefix for queries; None: the model's profile (e5: 'query: '); '' for none"
     )

@@ -176,6 +176,8 @@ class Trainer:
             model.config.pooling = cfg.pooling
         if cfg.extend_positions_to and cfg.extend_positions_to > model.max_tokens:
             model.extend_positions(cfg.extend_positions_to)
+        if cfg.attention_dropout is not None:
+            model.set_attention_dropout(cfg.attention_dropout)
         # The prompts the model is trained with become its profile (saved in m3_config.json): a config's explicit
         # value wins, else the model's own (e5: "query: " / "passage: "), so the checkpoint is used as trained.
         if cfg.query_instruction is not None:

@@ -272,6 +272,34 @@ def test_position_extension_is_saved_and_used(tiny_model_dir, tmp_path, method):
     assert n_tokens > 512 and out["colbert_vecs"][0].shape[0] == n_tokens - 1
 
 
+def test_attention_dropout_is_set_on_the_attention_layers_only(tiny_model_dir, tmp_path):
+    m = M3Model.from_pretrained(tiny_model_dir).train()
+    for module in m.backbone.modules():  # the other dropouts off: what is left random is attention dropout
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+    ids, mask = _batch(m, TEXTS)
+
+    def two_forwards():
+        torch.manual_seed(0)
+        first = m(ids, mask, sparse=False, colbert=False).dense
+        return first, m(ids, mask, sparse=False, colbert=False).dense
+
+    assert m.set_attention_dropout(0.5) == m.backbone.config.num_hidden_layers
+    a, b = two_forwards()
+    assert not torch.allclose(a, b)  # attention dropout at work
+    m.set_attention_dropout(0.0)
+    a, b = two_forwards()
+    assert torch.equal(a, b)
+    before = json.loads((tiny_model_dir / "config.json").read_text())["attention_probs_dropout_prob"]
+    saved = json.loads((m.save_pretrained(tmp_path / "saved") / "config.json").read_text())
+    assert saved["attention_probs_dropout_prob"] == before > 0  # the run's choice is not the model's
+    with pytest.raises(ValueError, match=r"\[0, 1\)"):
+        m.set_attention_dropout(1.0)
+    m.backbone = torch.nn.Linear(2, 2)  # a backbone of another layout
+    with pytest.raises(ValueError, match="no self-attention dropout found in Linear"):
+        m.set_attention_dropout(0.0)
+
+
 def test_mcls_dense_is_mean_of_cls_states(tiny_model_dir):
     emb = M3Embedder(str(tiny_model_dir), show_progress=False)
     emb.model.config.mcls_stride = 16

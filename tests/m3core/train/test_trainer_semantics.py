@@ -244,3 +244,18 @@ def test_examples_without_teacher_scores_train_beside_scored_ones(tiny_model_dir
     assert t.teacher_temperature == 0.05
     metrics = t.forward_backward(list(range(8))[:4])
     assert np.isfinite(metrics["loss"])
+
+
+def test_attention_dropout_of_the_config_reaches_the_attention_layers(tiny_model_dir, tmp_path):
+    data = textgen.write_training_jsonl(tmp_path / "train.jsonl", textgen.retrieval_pairs(8, seed=5))
+
+    def attention_dropouts(**overrides):
+        t = Trainer(textgen.tiny_train_config(tiny_model_dir, tmp_path / "o", data, **overrides))
+        return {
+            round(m.dropout.p, 3)
+            for m in t.model.backbone.modules()
+            if type(m).__name__.endswith("SelfAttention")
+        }
+
+    assert attention_dropouts() == {0.1}  # the backbone's own
+    assert attention_dropouts(attention_dropout=0.0) == {0.0}
