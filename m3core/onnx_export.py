@@ -37,6 +37,7 @@ checked against torch on a batch of another shape than the traced one (padding, 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import secrets
@@ -153,6 +154,22 @@ CHECK_TEXTS = [
     "Fluss Berg Motor und Kaffee mit Garten, und noch ein paar Wörter mehr für die Länge",
     "河流 山脉 引擎",
 ]
+
+
+@contextlib.contextmanager
+def _exporter_logs_at_warning():
+    """The exporter's graph passes (onnx_ir, onnxscript) log one INFO line per folded initializer: hundreds of
+    lines in a flow's log for one export. Keep their warnings; their INFO lines only with `-v` (our DEBUG)."""
+    loggers = [logging.getLogger(name) for name in ("onnx_ir", "onnxscript")]
+    levels = [log.level for log in loggers]
+    if not logger.isEnabledFor(logging.DEBUG):
+        for log in loggers:
+            log.setLevel(max(log.getEffectiveLevel(), logging.WARNING))
+    try:
+        yield
+    finally:
+        for log, level in zip(loggers, levels, strict=True):
+            log.setLevel(level)
 
 
 def export_onnx(
@@ -283,7 +300,7 @@ def _export_into(model: M3Model, model_dir: Path, out: Path, int8: bool) -> dict
     length = torch.export.Dim("length", max=min(max_tokens, 1 << 20))
     dims = {name: {0: batch, 1: length} for name in GRAPH_INPUTS}
     example = tuple(torch.from_numpy(a) for a in _batch(model.tokenizer, TRACE_TEXTS))
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), _exporter_logs_at_warning():
         # Known, harmless: pytree's LeafSpec deprecation, and a note that batch/length keep their names.
         warnings.filterwarnings("ignore", message=r".*LeafSpec.*", category=FutureWarning)
         warnings.filterwarnings("ignore", message=r"# The axis name", category=UserWarning)
@@ -305,7 +322,8 @@ def _export_into(model: M3Model, model_dir: Path, out: Path, int8: bool) -> dict
                 f"{model_dir}: torch.onnx.export failed ({type(err).__name__}: {first}); -v shows its report"
             ) from err
     fp32 = out / FILES["fp32"]
-    program.save(fp32)  # weights over 2 GB go to `model.onnx.data` (ONNX's protobuf limit)
+    with _exporter_logs_at_warning():
+        program.save(fp32)  # weights over 2 GB go to `model.onnx.data` (ONNX's protobuf limit)
     files = {"fp32": FILES["fp32"]}
 
     # Check: a batch of another shape than the traced one, with padding and an MCLS row.

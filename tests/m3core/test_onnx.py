@@ -273,3 +273,16 @@ def test_int8_keeps_a_matmul_with_outlier_inputs_in_fp32(tiny_model_dir, tmp_pat
     fp32 = onnx.load(str(out / FILES["fp32"]), load_external_data=False)
     kept_node = next(n for n in fp32.graph.node if n.name in kept)
     assert kept_node.input[0].startswith("gelu")  # it is the feed-forward's down projection, which reads it
+
+
+def test_the_exporters_info_lines_stay_out_of_the_log(tiny_model_dir, tmp_path, caplog):
+    """onnx_ir logs one INFO line per folded initializer (120 in one `make run`); a flow's log keeps ours only."""
+    import logging
+
+    from m3core.onnx_export import export_onnx
+
+    caplog.set_level(logging.INFO)
+    export_onnx(tiny_model_dir, tmp_path / "onnx")
+    names = {r.name.split(".")[0] for r in caplog.records}
+    assert "m3core" in names and not names & {"onnx_ir", "onnxscript"}, names
+    assert logging.getLogger("onnx_ir").level == logging.NOTSET  # restored after the export
