@@ -249,9 +249,9 @@ def trial(spec: dict) -> dict:
     examples = fixed_length_examples(tokenizer, 1, 16, seed=-1) + fixed_length_examples(
         tokenizer, n, length, seed=n
     )
-    split = {"sub_batch_size": 1, "activation_checkpointing": True} if spec["split"] else {}
+    overrides = {"sub_batch_size": 1, "activation_checkpointing": True} if spec["split"] else {}
     if spec.get("attention_dropout") is not None:
-        split["attention_dropout"] = spec["attention_dropout"]
+        overrides["attention_dropout"] = spec["attention_dropout"]
     trainer = make_trainer(
         Path(spec["model"]),
         Path(spec["out"]),
@@ -259,7 +259,7 @@ def trial(spec: dict) -> dict:
         sampler="random",
         batch_size=n,
         passage_max_length=length,
-        **split,
+        **overrides,
     )
     trainer.train_step([[0]])
     cuda = trainer.device.type == "cuda"

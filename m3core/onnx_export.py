@@ -156,20 +156,25 @@ CHECK_TEXTS = [
 ]
 
 
+# Loggers that narrate every export step at INFO (onnxscript's rewrites, onnx_ir's passes: one line per folded
+# initializer, hundreds in a flow's log for one export; torch.onnx's "torchvision is not installed").
+EXPORTER_LOGGERS = ("onnxscript", "onnx_ir", "torch.onnx")
+
+
 @contextlib.contextmanager
-def _exporter_logs_at_warning():
-    """The exporter's graph passes (onnx_ir, onnxscript) log one INFO line per folded initializer: hundreds of
-    lines in a flow's log for one export. Keep their warnings; their INFO lines only with `-v` (our DEBUG)."""
-    loggers = [logging.getLogger(name) for name in ("onnx_ir", "onnxscript")]
+def exporter_logs_at(level: int = logging.WARNING):
+    """Raise the exporter's loggers to at least `level` for the block, then restore theirs; with our logger at
+    DEBUG (`-v`) they stay as they are."""
+    loggers = [logging.getLogger(name) for name in EXPORTER_LOGGERS]
     levels = [log.level for log in loggers]
     if not logger.isEnabledFor(logging.DEBUG):
         for log in loggers:
-            log.setLevel(max(log.getEffectiveLevel(), logging.WARNING))
+            log.setLevel(max(log.getEffectiveLevel(), level))
     try:
         yield
     finally:
-        for log, level in zip(loggers, levels, strict=True):
-            log.setLevel(level)
+        for log, old in zip(loggers, levels, strict=True):
+            log.setLevel(old)
 
 
 def export_onnx(
@@ -300,7 +305,7 @@ def _export_into(model: M3Model, model_dir: Path, out: Path, int8: bool) -> dict
     length = torch.export.Dim("length", max=min(max_tokens, 1 << 20))
     dims = {name: {0: batch, 1: length} for name in GRAPH_INPUTS}
     example = tuple(torch.from_numpy(a) for a in _batch(model.tokenizer, TRACE_TEXTS))
-    with warnings.catch_warnings(), _exporter_logs_at_warning():
+    with warnings.catch_warnings(), exporter_logs_at():
         # Known, harmless: pytree's LeafSpec deprecation, and a note that batch/length keep their names.
         warnings.filterwarnings("ignore", message=r".*LeafSpec.*", category=FutureWarning)
         warnings.filterwarnings("ignore", message=r"# The axis name", category=UserWarning)
@@ -322,7 +327,7 @@ def _export_into(model: M3Model, model_dir: Path, out: Path, int8: bool) -> dict
                 f"{model_dir}: torch.onnx.export failed ({type(err).__name__}: {first}); -v shows its report"
             ) from err
     fp32 = out / FILES["fp32"]
-    with _exporter_logs_at_warning():
+    with exporter_logs_at():
         program.save(fp32)  # weights over 2 GB go to `model.onnx.data` (ONNX's protobuf limit)
     files = {"fp32": FILES["fp32"]}
 

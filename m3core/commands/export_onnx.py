@@ -27,11 +27,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace a previous ONNX export in OUT_DIR")
 
 
-# Loggers that narrate every export step at INFO (onnxscript's rewrites, onnx_ir's passes, torch.onnx's
-# "torchvision is not installed"). Shown with -vv.
-CHATTY_LOGGERS = ("onnxscript", "onnx_ir", "torch.onnx")
-
-
 def _quantizer_chatter(record) -> bool:
     """False for onnxruntime.quantization's per-tensor INFO lines and its advice to pre-process (measured: it
     changes nothing for these graphs; see `m3core.onnx_export`), which it logs on the root logger."""
@@ -46,14 +41,13 @@ def run(args: argparse.Namespace) -> int:
     import os
     from pathlib import Path
 
-    from m3core.onnx_export import export_onnx
+    from m3core.onnx_export import export_onnx, exporter_logs_at
 
     if args.verbose < 2:
-        for name in CHATTY_LOGGERS:
-            logging.getLogger(name).setLevel(logging.ERROR)
         logging.getLogger().addFilter(_quantizer_chatter)
-    try:
-        manifest = export_onnx(args.model_dir, args.out_dir, int8=args.int8, overwrite=args.overwrite)
+    try:  # the exporter's loggers: only errors on the command line (all of it with -vv: our DEBUG)
+        with exporter_logs_at(logging.ERROR):
+            manifest = export_onnx(args.model_dir, args.out_dir, int8=args.int8, overwrite=args.overwrite)
     finally:
         logging.getLogger().removeFilter(_quantizer_chatter)
     out = Path(args.out_dir)
