@@ -24,6 +24,18 @@ class MineParams(SourcesSpec):
 
     enabled: bool = Field(True, description="off: use the warehouse as it is")
     workers: int = Field(2, ge=1)
+    shards: bool = Field(
+        False,
+        description="mine each source unit as a task on a Dask cluster into a Parquet shard (skipped when "
+        "unchanged), then ingest the shards; off: one process with `workers` worker processes",
+    )
+    shard_root: str | None = Field(
+        None, description="shard directory or fsspec URL (None: $M3_HOME/shards); shared by a remote cluster"
+    )
+    dask_address: str | None = Field(
+        None, description="an existing Dask scheduler, e.g. tcp://scheduler:8786 (None: a local cluster)"
+    )
+    dask_workers: int = Field(2, ge=1, description="worker processes of the local Dask cluster")
     gettext: bool = Field(True, description="gettext catalogs (translation pairs)")
     max_catalogs_per_language: int | None = Field(
         2, ge=1, description="sample catalogs per language (None: all)"
@@ -41,7 +53,8 @@ class MineParams(SourcesSpec):
 
     def sources(self) -> SourcesSpec:
         """The library spec alone (without the run's switches)."""
-        return SourcesSpec(**self.model_dump(exclude={"enabled", "workers"}))
+        switches = {"enabled", "workers", "shards", "shard_root", "dask_address", "dask_workers"}
+        return SourcesSpec(**self.model_dump(exclude=switches))
 
 
 def _embedded_synth() -> SynthConfig:

@@ -59,6 +59,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="at most N new pairs per source and language (and man pages per language)",
     )
     p.add_argument("--workers", type=int, default=2)
+    p.add_argument(
+        "--shard-root",
+        metavar="DIR|URL",
+        help="mine each source unit into a Parquet shard here (a directory or fsspec URL; unchanged units are "
+        "skipped), then ingest the shards: the same warehouse as without",
+    )
     p.add_argument("--no-progress", action="store_true")
 
 
@@ -95,6 +101,18 @@ def run(args: argparse.Namespace) -> int:
     spec = spec_from_args(args)
     spec.build()  # a flag error before the warehouse is opened
     with Warehouse(args.warehouse) as wh:
-        summary = mine_sources(spec, wh, workers=args.workers, progress=not args.no_progress)
+        if args.shard_root:
+            from m3core.data.shards import mine_sources_sharded
+
+            summary, shards = mine_sources_sharded(
+                spec, wh, args.shard_root, workers=args.workers, progress=not args.no_progress
+            )
+            skipped = sum(s.skipped for s in shards)
+            print(
+                f"shards under {args.shard_root}: {len(shards)} units, {len(shards) - skipped} made, "
+                f"{skipped} unchanged (skipped)"
+            )
+        else:
+            summary = mine_sources(spec, wh, workers=args.workers, progress=not args.no_progress)
         print_run_report(wh, summary)
     return 0

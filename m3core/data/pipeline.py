@@ -2,7 +2,8 @@
 
 Workers (processes) read, clean and language-identify whole units (catalogs, page chunks); the parent
 process alone writes to DuckDB (one writer) in Arrow batches: exact dedup is SQL against the warehouse,
-so re-ingesting a source adds nothing (its records come back `unchanged`).
+so re-ingesting a source adds nothing (its records come back `unchanged`). On a cluster the units are
+processed by tasks into Parquet shards instead (`m3core.data.shards`), and the same writer ingests them.
 """
 
 from __future__ import annotations
@@ -12,10 +13,10 @@ import logging
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from functools import partial
-from typing import Any
+from typing import Any, TypeVar
 
 import pyarrow as pa
 
@@ -28,6 +29,7 @@ from m3core.data.sources.spec import SourcesSpec
 from m3core.data.warehouse import Warehouse
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 @dataclass
@@ -387,6 +389,21 @@ class _Writer:
             self.stats[(r.source, r.lang or "und", outcome)] += 1
 
 
+def map_units(fn: Callable[[Any], T], units: Sequence[Any], workers: int) -> Iterator[T]:
+    """`fn(unit)` for every unit, in order; over `workers` processes when there is more than one unit."""
+    if workers > 1 and len(units) > 1:
+        import multiprocessing as mp
+
+        # forkserver, not fork: a forked child of a multi-threaded process (a Prefect flow run has ~18 threads)
+        # inherits locks another thread held and the parent's signal handlers (Prefect's SIGTERM handler
+        # raised inside a worker's exit), and the pool's shutdown then waited on a dead lock forever. Workers
+        # forked from the clean fork server start with neither; each loads the language-ID model once.
+        with mp.get_context("forkserver").Pool(workers) as pool:
+            yield from pool.imap(fn, units, chunksize=1)
+    else:
+        yield from map(fn, units)
+
+
 def _records(sources: Sequence[Source], cfg: MineConfig) -> Iterator[Record]:
     """Every processed record of every source, in order; units spread over `cfg.workers` processes."""
     from tqdm.auto import tqdm
@@ -395,23 +412,10 @@ def _records(sources: Sequence[Source], cfg: MineConfig) -> Iterator[Record]:
     for source in sources:
         units = list(source.units())
         log.info("source %s: %d units", source.name, len(units))
-        work = partial(process_unit, source, cfg)
         bar = tqdm(total=len(units), desc=f"mine {source.name}", unit="unit", disable=not show)
-        if cfg.workers > 1 and len(units) > 1:
-            import multiprocessing as mp
-
-            # forkserver, not fork: a forked child of a multi-threaded process (a Prefect flow run has ~18 threads)
-            # inherits locks another thread held and the parent's signal handlers (Prefect's SIGTERM handler
-            # raised inside a worker's exit), and the pool's shutdown then waited on a dead lock forever. Workers
-            # forked from the clean fork server start with neither; each loads the language-ID model once.
-            with mp.get_context("forkserver").Pool(cfg.workers) as pool:
-                for recs in pool.imap(work, units, chunksize=1):
-                    bar.update()
-                    yield from recs
-        else:
-            for unit in units:
-                bar.update()
-                yield from work(unit)
+        for recs in map_units(partial(process_unit, source, cfg), units, cfg.workers):
+            bar.update()
+            yield from recs
         bar.close()
 
 
@@ -446,16 +450,33 @@ def derive_crosslingual_pairs(wh: Warehouse, source: str = "manpages") -> Iterat
         yield p
 
 
+def mine_config(spec: SourcesSpec, *, workers: int = 2, progress: bool = True) -> MineConfig:
+    """The run configuration `spec` implies (its per-language cap applies to the run too)."""
+    return MineConfig(workers=workers, max_per_language=spec.max_per_language, progress=progress)
+
+
 def mine_sources(spec: SourcesSpec, wh: Warehouse, *, workers: int = 2, progress: bool = True) -> RunSummary:
     """Mine what `spec` names into `wh` (`m3 mine` and the `mine_pairs` flow): its sources, with its
     per-language cap applied to the run too."""
-    cfg = MineConfig(workers=workers, max_per_language=spec.max_per_language, progress=progress)
-    return mine(spec.build(), wh, cfg)
+    return mine(spec.build(), wh, mine_config(spec, workers=workers, progress=progress))
 
 
 def mine(sources: Sequence[Source], wh: Warehouse, cfg: MineConfig | None = None) -> RunSummary:
     """Ingest `sources` into `wh`; returns the run's counts per (source, language, outcome)."""
     cfg = cfg or MineConfig()
+    return ingest_records(sources, wh, cfg, _records(sources, cfg))
+
+
+def ingest_records(
+    sources: Sequence[Source],
+    wh: Warehouse,
+    cfg: MineConfig,
+    records: Iterable[Record],
+    extra_params: dict | None = None,
+) -> RunSummary:
+    """One mining run over `records` (the processed records of `sources`, in unit order): exact and near
+    dedup against the warehouse, quarantine, cross-lingual pairs, run stats. `mine` feeds it records
+    processed now; `m3core.data.shards.ingest_shards` the same records read back from Parquet shards."""
     # This process holds the warehouse's write lock, so a run still marked 'running' was killed: say so.
     stale = wh.con.execute(
         "UPDATE ingest_runs SET status = 'killed', finished_at = now(), "
@@ -466,7 +487,8 @@ def mine(sources: Sequence[Source], wh: Warehouse, cfg: MineConfig | None = None
         log.warning("mining run %s never finished (killed?): marked 'killed'", old_id)
     run_id = time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
     names = ",".join(s.name for s in sources)
-    params = json.dumps({"config": asdict(cfg), "sources": [repr(s) for s in sources]}, default=str)
+    run_params = {"config": asdict(cfg), "sources": [repr(s) for s in sources], **(extra_params or {})}
+    params = json.dumps(run_params, default=str)
     wh.con.execute(
         "INSERT INTO ingest_runs (run_id, source, params, status, started_at) VALUES (?, ?, ?, 'running', now())",
         [run_id, names, params],
@@ -475,7 +497,7 @@ def mine(sources: Sequence[Source], wh: Warehouse, cfg: MineConfig | None = None
     writer = _Writer(wh, run_id, cfg)
     n_read = 0
     try:
-        for rec in _records(sources, cfg):
+        for rec in records:
             n_read += 1
             writer.add(rec)
         writer.flush()
