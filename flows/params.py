@@ -87,13 +87,25 @@ class SynthParams(BaseModel):
 
 class NegativesParams(NegativesConfig):
     """Hard negatives mined with an interim model: the library's `NegativesConfig` (what `m3 negatives` flags
-    set) with the embedded default's window, plus which registry alias is the interim model."""
+    set) with the embedded default's window, plus which registry alias is the interim model and whether the
+    pool is encoded in shards on a Dask cluster (the `encode_corpus` flow) before mining."""
 
     rank_range: tuple[int, int] = (2, 60)
     num_negatives: int = Field(3, ge=1)
     interim_alias: str | None = Field(
         "champion", description="registry alias of the interim model (the champion); None: the base model"
     )
+    pool_shards: int = Field(
+        0, ge=0, description="encode the pool in this many shard tasks on Dask; 0: in the mining task"
+    )
+    dask_address: str | None = Field(
+        None, description="with pool_shards: an existing Dask scheduler (None: a local cluster)"
+    )
+    dask_workers: int = Field(2, ge=1, description="with pool_shards: worker processes of the local cluster")
+
+    def config(self) -> NegativesConfig:
+        """The library config alone (without the run's switches)."""
+        return NegativesConfig(**self.model_dump(include=set(NegativesConfig.model_fields)))
 
 
 # Deprecated name (one release): the scratch shape is the library's own type.

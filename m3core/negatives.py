@@ -25,6 +25,13 @@ the weights are dense-only.
 Optionally each example carries teacher scores: the model's hybrid score (w_dense·dense + w_sparse·lex +
 w_colbert·colbert) of the query against each positive and negative, as the M3 self-distillation expects.
 
+At scale: the pool can come pre-encoded (`pool_embeddings`: an `Embeddings` directory such as the
+`encode_corpus` flow's merged shards, checked against the pool's size, order and model before use), the dense
+index ranking it is chosen by its size (`index="auto"`: exact `flat` up to `flat_max_pool` passages, IVF-PQ
+above, trained on a seeded sample of `train_sample` vectors; `m3core.retrieval.ann_recall` measures its recall
+against the flat one), and the queries are searched and sampled `query_shard_size` at a time, so memory stays
+bounded and the negatives do not depend on the shard size.
+
 Inputs: FlagEmbedding JSONL / a corpus file, or the warehouse `pairs` table. Outputs: FlagEmbedding JSONL
 and/or rows in the warehouse table `hard_negatives` (schema namespace "negatives").
 """
@@ -32,6 +39,7 @@ and/or rows in the warehouse table `hard_negatives` (schema namespace "negatives
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import math
 from collections.abc import Callable, Sequence
@@ -48,11 +56,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 # `write_jsonl` are those).
 from m3core.data.examples import Example, read_jsonl, write_jsonl
 from m3core.modes import OUTPUTS, MiningMode, Mode, Weights
-from m3core.retrieval.corpus import (  # noqa: F401  (read_corpus re-exported: m3core.negatives.read_corpus)
-    Embeddings,
-    encode_texts,
-    read_corpus,
-)
+from m3core.retrieval.corpus import Embeddings, encode_texts, read_corpus  # m3core.negatives.read_corpus too
+from m3core.retrieval.dense import DenseIndexConfig
 from m3core.retrieval.hybrid import mode_scores, model_weights, resolve_weights
 from m3core.retrieval.retriever import Retriever, RetrieverConfig
 
@@ -96,6 +101,16 @@ MIGRATIONS: list[tuple[str, str]] = [
         """,
     ),
 ]
+
+
+# Defaults of the approximate indexes, measured to meet RECALL_GOAL (recall@100 of the flat top-100, ties counted)
+# on mined data, a 20k-passage pool (bench/ann_recall.py): ivfpq 0.977 (nprobe 64 of sqrt(n) cells), hnsw 0.983.
+RECALL_GOAL = 0.95
+NPROBE = 64
+EF_SEARCH = 256
+# Where IVF-PQ starts to search faster than flat (one thread, 384-d): 1.5x slower at 100k passages, 0.7x at 300k
+# (bench/ann_recall.py --timing-sizes); below, the exact index costs no more and finds everything.
+FLAT_MAX_POOL = 300_000
 
 
 class NegativesConfig(BaseModel):
@@ -142,6 +157,34 @@ class NegativesConfig(BaseModel):
         description="judge the margins by the hybrid score (modes with a non-zero weight) and order the "
         "negatives by it, hardest first; None: the ranking's own scores and rank order",
     )
+    index: Literal["auto", "flat", "hnsw", "ivfpq"] = Field(
+        "auto",
+        description="the dense index ranking the pool: auto = flat (exact) up to flat_max_pool passages, "
+        "ivfpq above; hnsw on request (its multi-threaded build is not bit-reproducible)",
+    )
+    flat_max_pool: int = Field(
+        FLAT_MAX_POOL, ge=0, description="index 'auto': the largest pool ranked exactly (flat)"
+    )
+    train_sample: int = Field(
+        200_000, ge=1, description="ivfpq: pool vectors (drawn with seed) its cells and codebooks learn from"
+    )
+    nlist: int = Field(
+        0,
+        ge=0,
+        description="ivfpq: k-means cells; 0: sqrt(pool) (larger cells than faiss's 4*sqrt(n): "
+        "mining reads deep rankings)",
+    )
+    nprobe: int = Field(NPROBE, ge=1, description="ivfpq: k-means cells scanned per query")
+    ef_search: int = Field(EF_SEARCH, ge=1, description="hnsw: candidate list size (at least the depth)")
+    query_shard_size: int = Field(
+        4096, ge=1, description="queries searched and sampled at a time (bounds memory; same negatives)"
+    )
+    recall_queries: int = Field(
+        256,
+        ge=0,
+        description="approximate index: queries (drawn with seed) whose top-100 is checked "
+        "against exact search, reported as index_recall; 0: not checked",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> NegativesConfig:
@@ -168,6 +211,97 @@ class MiningResult:
     # Passages dropped by the margins as likely false negatives: window candidates, plus random top-up passages
     # rejected for the same reason (distinct per example, summed).
     n_margin_dropped: int = 0
+    index: str = "flat"  # the dense index kind that ranked the pool (what index="auto" chose)
+    # An approximate index's recall@100 of the exact top-100 on a sample of the queries (None: flat, or not asked)
+    index_recall: float | None = None
+
+
+def dense_index_config(config: NegativesConfig, n_pool: int) -> DenseIndexConfig:
+    """The dense index that ranks a pool of ``n_pool`` passages: ``config.index``, or with "auto" the exact
+    flat index up to ``flat_max_pool`` passages and IVF-PQ above (trained on ``train_sample`` vectors drawn
+    with ``seed``).
+
+    >>> dense_index_config(NegativesConfig(), 5_000).kind, dense_index_config(NegativesConfig(), 10**6).kind
+    ('flat', 'ivfpq')
+    """
+    kind = config.index
+    if kind == "auto":
+        kind = "flat" if n_pool <= config.flat_max_pool else "ivfpq"
+    return DenseIndexConfig(
+        kind=kind,
+        hnsw_ef_search=config.ef_search,
+        ivf_nlist=config.nlist or max(1, math.isqrt(n_pool)),
+        ivf_nprobe=config.nprobe,
+        train_sample=config.train_sample,
+        seed=config.seed,
+    )
+
+
+def needed_outputs(config: NegativesConfig, weights: Weights | None = None) -> tuple[str, ...]:
+    """The M3 outputs mining with ``config`` encodes the pool with: dense for the dense ranking alone, plus the
+    modes with a non-zero hybrid weight for the hybrid ranking, teacher scores or rescoring. ``weights`` are
+    the resolved ones; None with ``config.weights`` None means the model's profile, not known here: all three.
+
+    >>> needed_outputs(NegativesConfig()), needed_outputs(NegativesConfig(teacher_scores=True))
+    (('dense',), ('dense', 'sparse', 'colbert'))
+    >>> needed_outputs(NegativesConfig(mode="hybrid", weights="1,0.3,0"))
+    ('dense', 'sparse')
+    """
+    if config.mode == "dense" and not config.teacher_scores and not config.rescore:
+        return ("dense",)
+    if weights is None and config.weights is None:
+        return OUTPUTS
+    w = weights if weights is not None else resolve_weights(config.weights)
+    return tuple(o for o, x in zip(OUTPUTS, w, strict=True) if x or o == "dense")
+
+
+def check_pool_embeddings(
+    emb: Embeddings,
+    pool: Sequence[str],
+    embedder: Any,
+    outputs: Sequence[str],
+    config: NegativesConfig,
+    source: str = "pool embeddings",
+    n_check: int = 8,
+) -> None:
+    """Raise a ValueError naming ``source`` unless ``emb`` holds the passages of ``pool`` in its order, with
+    ``outputs``, as ``embedder`` encodes them: the same count; the same texts when its meta names the corpus
+    file it was encoded from (the `encode_corpus` flow's does); and ``n_check`` passages (the first, the last and
+    a seeded draw) encoded again here to the same dense vectors (cosine >= 0.99: fp16 or batching shifts them a
+    little, another passage, model or max length moves them far)."""
+    if len(emb) != len(pool):
+        raise ValueError(
+            f"{source}: {len(emb)} passages, but the pool has {len(pool)} (the corpus, or the examples' own "
+            f"passages, plus every positive, deduplicated in order: m3 negatives --write-pool writes it)"
+        )
+    missing = [o for o in outputs if o not in emb.outputs]
+    if missing:
+        raise ValueError(
+            f"{source}: lacks output(s) {missing} (has {list(emb.outputs)}); encode the pool with them"
+        )
+    corpus = emb.meta.get("corpus")
+    if isinstance(corpus, str) and Path(corpus).is_file():
+        texts = read_corpus(corpus)
+        if len(texts) != len(pool) or texts != list(pool):
+            first = next((i for i, (a, b) in enumerate(zip(texts, pool, strict=False)) if a != b), None)
+            where = f"passage {first} differs" if first is not None else f"{len(texts)} passages"
+            raise ValueError(f"{source}: encoded from {corpus}, which is not the pool ({where})")
+    rng = np.random.default_rng(config.seed)
+    ids = sorted(
+        {0, len(pool) - 1, *rng.choice(len(pool), size=min(n_check, len(pool)), replace=False).tolist()}
+    )
+    again = encode_texts(
+        embedder, [pool[i] for i in ids], outputs=("dense",), side="passage",
+        batch_size=config.batch_size, max_length=config.passage_max_length,
+    ).dense  # fmt: skip
+    stored = emb.dense[ids]
+    cos = np.sum(again * stored, axis=1) / (np.linalg.norm(again, axis=1) * np.linalg.norm(stored, axis=1))
+    bad = [i for i, c in zip(ids, cos, strict=True) if not c >= 0.99]
+    if bad:
+        raise ValueError(
+            f"{source}: passages {bad} are not the pool's passages as this model encodes them (cosine "
+            f"{min(cos):.3f}): another pool order, model or passage_max_length ({config.passage_max_length})"
+        )
 
 
 def normalize(text: str) -> str:
@@ -304,6 +438,24 @@ def _sample(
     return docs, ranks, len(dropped)
 
 
+def _check_recall(index: Any, vectors: np.ndarray, queries: np.ndarray, cfg: NegativesConfig) -> float:
+    """Recall@100 of the approximate ``index`` on ``cfg.recall_queries`` of the queries, logged (a warning
+    under RECALL_GOAL, naming the parameter that raises it)."""
+    from m3core.retrieval.ann_recall import index_recall
+
+    k = min(100, len(vectors))
+    report = index_recall(vectors, queries, index, k=k, n_queries=cfg.recall_queries, seed=cfg.seed)
+    knob = "ef_search" if report.kind == "hnsw" else "nprobe"
+    if report.recall < RECALL_GOAL:
+        log.warning("the %s index finds %.3f of the exact top-%d on %d queries (goal %.2f): raise %s (now %d)",
+                    report.kind, report.recall, k, report.n_queries, RECALL_GOAL, knob,
+                    cfg.ef_search if knob == "ef_search" else cfg.nprobe)  # fmt: skip
+    else:
+        log.info("the %s index finds %.3f of the exact top-%d on %d queries (worst query %.2f)",
+                 report.kind, report.recall, k, report.n_queries, report.min_recall)  # fmt: skip
+    return report.recall
+
+
 def mine_negatives(
     embedder: Any,
     examples: Sequence[Example],
@@ -311,8 +463,13 @@ def mine_negatives(
     config: NegativesConfig | None = None,
     model_id: str | None = None,
     cache_dir: str | Path | None = None,
+    pool_embeddings: Embeddings | str | Path | None = None,
 ) -> MiningResult:
-    """Mine hard negatives for ``examples`` with ``embedder`` (an `M3Embedder` of the interim model)."""
+    """Mine hard negatives for ``examples`` with ``embedder`` (an `M3Embedder` of the interim model).
+
+    ``pool_embeddings``: the pool already encoded by this model (an `Embeddings` or its directory, e.g. the
+    `encode_corpus` flow's merged shards of `write_pool`'s file), used instead of encoding it here after
+    `check_pool_embeddings`; ``cache_dir`` is then not used for the pool."""
     cfg = config or NegativesConfig()
     if not examples:
         raise ValueError("no examples to mine negatives for")
@@ -330,22 +487,37 @@ def mine_negatives(
             )
     pool = build_pool(examples, corpus)
     norm_pool = [normalize(t) for t in pool]
-    outputs = {"dense"}
-    if cfg.mode == "hybrid" or cfg.teacher_scores or cfg.rescore:
-        outputs |= {n for n, w in zip(OUTPUTS, weights, strict=True) if w}
-    outputs_t = tuple(o for o in OUTPUTS if o in outputs)
+    outputs_t = needed_outputs(cfg, weights)
     common = {"outputs": outputs_t, "batch_size": cfg.batch_size, "model_id": model_id}
-    pool_emb = encode_texts(
-        embedder, pool, side="passage", max_length=cfg.passage_max_length,
-        cache_dir=None if cache_dir is None else Path(cache_dir) / "pool", **common,
-    )  # fmt: skip
+    if pool_embeddings is None:
+        pool_emb = encode_texts(
+            embedder, pool, side="passage", max_length=cfg.passage_max_length,
+            cache_dir=None if cache_dir is None else Path(cache_dir) / "pool", **common,
+        )  # fmt: skip
+    else:
+        given = pool_embeddings
+        pool_emb = given if isinstance(given, Embeddings) else Embeddings.load(given)
+        source = "pool embeddings" if isinstance(given, Embeddings) else f"pool embeddings {given}"
+        check_pool_embeddings(pool_emb, pool, embedder, outputs_t, cfg, source)
+        pool_emb = Embeddings(  # only the outputs this run uses (no sparse index built for a dense ranking)
+            dense=pool_emb.dense,
+            lexical=pool_emb.lexical if "sparse" in outputs_t else None,
+            colbert=pool_emb.colbert if "colbert" in outputs_t else None,
+            meta=pool_emb.meta,
+        )
     q_emb = encode_texts(
         embedder, [e.query for e in examples], side="query", max_length=cfg.query_max_length, **common
     )
     depth = max(cfg.rank_range[1], 1)
-    retriever = Retriever(pool_emb, RetrieverConfig(weights=weights, candidates=max(cfg.candidates, depth)))
+    index = dense_index_config(cfg, len(pool))
+    log.info("ranking a pool of %d passages with a %s dense index", len(pool), index.kind)
+    retriever = Retriever(
+        pool_emb, RetrieverConfig(weights=weights, candidates=max(cfg.candidates, depth), dense_index=index)
+    )
     search_mode: Mode = "dense" if cfg.mode == "dense" else "all"
-    _, ranked = retriever.search(q_emb, search_mode, k=min(depth, len(pool)), weights=weights)
+    recall = None
+    if index.kind != "flat" and cfg.recall_queries:
+        recall = _check_recall(retriever.dense, pool_emb.dense, q_emb.dense, cfg)
 
     index_of = {t: i for i, t in enumerate(pool)}
     margins = cfg.absolute_margin is not None or cfg.relative_margin is not None
@@ -361,13 +533,20 @@ def mine_negatives(
     out: list[Example] = []
     n_topped = n_short = n_dropped = 0
     for qi, ex in enumerate(examples):
+        if qi % cfg.query_shard_size == 0:  # the next shard of queries: search it, keep only its rankings
+            shard = range(qi, min(qi + cfg.query_shard_size, len(examples)))
+            _, ranked = retriever.search(
+                q_emb.take(shard), search_mode, k=min(depth, len(pool)), weights=weights
+            )
         rng = np.random.default_rng([cfg.seed, qi])
         score, threshold = None, math.inf
         if margins or cfg.rescore:
             score = partial(query_scores, qi)
             pos_scores = score([index_of[p] for p in ex.pos])
             threshold = margin_threshold(pos_scores.tolist(), cfg.absolute_margin, cfg.relative_margin)
-        docs, ranks, dropped = _sample(ex, ranked[qi], pool, norm_pool, cfg, rng, score, threshold)
+        docs, ranks, dropped = _sample(
+            ex, ranked[qi - shard.start], pool, norm_pool, cfg, rng, score, threshold
+        )
         n_dropped += dropped
         n_topped += any(r is None for r in ranks)
         n_short += len(docs) < cfg.num_negatives
@@ -391,7 +570,7 @@ def mine_negatives(
         log.info("%d candidates scored within the margin of their positive and were dropped as likely false "
                  "negatives (absolute_margin %s, relative_margin %s, %s scores)", n_dropped,
                  cfg.absolute_margin, cfg.relative_margin, "hybrid" if hybrid_scored else "dense")  # fmt: skip
-    return MiningResult(out, pool, n_topped, n_short, n_dropped)
+    return MiningResult(out, pool, n_topped, n_short, n_dropped, index.kind, recall)
 
 
 # ---------------------------------------------------------------------------------------------- I/O
@@ -422,21 +601,43 @@ def mine_file(
     corpus: Sequence[str] | None = None,
     model_id: str | None = None,
     cache_dir: str | Path | None = None,
+    pool_embeddings: Embeddings | str | Path | None = None,
 ) -> dict[str, Any]:
     """Negatives for every line of a FlagEmbedding JSONL file, written as FlagEmbedding JSONL: what
-    `m3 negatives --input F --output O` and the `mine_hard_negatives` flow do. Returns the run's counts."""
+    `m3 negatives --input F --output O` and the `mine_hard_negatives` flow do. Returns the run's counts.
+    ``pool_embeddings``: the pool encoded already (`mine_negatives`; `write_pool` writes its texts)."""
     result = mine_negatives(
-        embedder, read_examples(train_file), corpus, config, model_id=model_id, cache_dir=cache_dir
-    )
+        embedder, read_examples(train_file), corpus, config, model_id=model_id, cache_dir=cache_dir,
+        pool_embeddings=pool_embeddings,
+    )  # fmt: skip
     write_jsonl(result.examples, out_file)
     return {
         "file": str(out_file),
         "examples": len(result.examples),
         "pool": len(result.pool),
+        "index": result.index,
+        "index_recall": result.index_recall,
         "topped_up": result.n_topped_up,
         "short": result.n_short,
         "margin_dropped": result.n_margin_dropped,
     }
+
+
+def write_pool(
+    examples: Sequence[Example] | str | Path, out_file: str | Path, corpus: Sequence[str] | None = None
+) -> int:
+    """Write the passage pool mining ``examples`` (or a FlagEmbedding JSONL file of them) with ``corpus`` ranks,
+    as a corpus JSONL (``{"text": ...}`` a line; `read_corpus` reads it back exactly), for encoding it elsewhere
+    (the `encode_corpus` flow's shards) and passing the result as ``pool_embeddings``. Returns its size."""
+    if isinstance(examples, (str, Path)):
+        examples = read_examples(examples)
+    pool = build_pool(examples, corpus)
+    out = Path(out_file)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with out.open("w", encoding="utf-8") as fh:
+        for text in pool:
+            fh.write(json.dumps({"text": text}, ensure_ascii=False) + "\n")
+    return len(pool)
 
 
 def examples_from_warehouse(

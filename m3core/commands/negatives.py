@@ -66,6 +66,48 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="judge the margins by the hybrid score and order the negatives by it (needs trained heads)",
     )
+    # Unset (None): NegativesConfig's defaults, so they are written once.
+    scale = parser.add_argument_group("large pools (unset: the library's defaults)")
+    scale.add_argument(
+        "--index",
+        choices=("auto", "flat", "hnsw", "ivfpq"),
+        default=None,
+        help="dense index ranking the pool (auto: flat up to --flat-max-pool passages, ivfpq above)",
+    )
+    scale.add_argument("--flat-max-pool", type=int, default=None, metavar="N", help="auto: flat up to N")
+    scale.add_argument(
+        "--train-sample", type=int, default=None, metavar="N", help="ivfpq: train on N pool vectors (seeded)"
+    )
+    scale.add_argument("--nlist", type=int, default=None, help="ivfpq: k-means cells (0: sqrt of the pool)")
+    scale.add_argument("--nprobe", type=int, default=None, help="ivfpq: k-means cells scanned per query")
+    scale.add_argument("--ef-search", type=int, default=None, help="hnsw: candidate list size")
+    scale.add_argument(
+        "--query-shard-size",
+        type=int,
+        default=None,
+        metavar="N",
+        help="search and sample N queries at a time",
+    )
+    scale.add_argument(
+        "--recall-queries",
+        type=int,
+        default=None,
+        metavar="N",
+        help="approximate index: check its top-100 against exact search on N queries (0: off)",
+    )
+    scale.add_argument(
+        "--pool-embeddings",
+        default=None,
+        metavar="DIR",
+        help="the pool encoded already (an embeddings directory, e.g. the encode_corpus flow's merged shards "
+        "of the --write-pool file); checked against the pool",
+    )
+    scale.add_argument(
+        "--write-pool",
+        default=None,
+        metavar="FILE",
+        help="write the pool these inputs rank as a corpus JSONL (to encode in shards) and stop",
+    )
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--query-max-length", type=int, default=None)
     parser.add_argument("--passage-max-length", type=int, default=None)
@@ -102,17 +144,21 @@ def run(args: argparse.Namespace) -> int:
         read_corpus,
         read_examples,
         write_jsonl,
+        write_pool,
         write_warehouse,
     )
 
     if bool(args.input) == bool(args.from_warehouse):
         raise ValueError("give exactly one of --input FILE or --from-warehouse")
-    if not args.output and not args.to_warehouse:
-        raise ValueError("nowhere to write: give --output FILE and/or --to-warehouse")
+    if not args.output and not args.to_warehouse and not args.write_pool:
+        raise ValueError("nowhere to write: give --output FILE and/or --to-warehouse (or --write-pool FILE)")
     same = ("mode", "num_negatives", "seed", "teacher_scores", "weights", "batch_size")  # flag = field name
     same += ("query_max_length", "passage_max_length", "absolute_margin", "relative_margin", "rescore")
+    scale = ("index", "flat_max_pool", "train_sample", "nlist", "nprobe", "ef_search", "query_shard_size")
+    scale += ("recall_queries",)
+    given = {k: getattr(args, k) for k in same} | {k: v for k in scale if (v := getattr(args, k)) is not None}
     try:
-        config = NegativesConfig(rank_range=_parse_range(args.range), **{k: getattr(args, k) for k in same})
+        config = NegativesConfig(rank_range=_parse_range(args.range), **given)
     except ValidationError as err:
         # The front door prints one line per error; pydantic's message spans several and names fields, not flags.
         raise ValueError("; ".join(_flag_error(e) for e in err.errors())) from None
@@ -133,13 +179,20 @@ def run(args: argparse.Namespace) -> int:
             corpus = corpus_from_warehouse(wh.con, split(args.langs))
         else:
             corpus = None
+        if args.write_pool:
+            summary = {"pool": write_pool(examples, args.write_pool, corpus), "pool_file": args.write_pool}
+            print(json.dumps(summary))
+            return 0
         embedder = M3Embedder(args.model, device=args.device, batch_size=args.batch_size, use_fp16=True)
         result = mine_negatives(
-            embedder, examples, corpus, config, model_id=args.model, cache_dir=args.cache_dir
-        )
+            embedder, examples, corpus, config, model_id=args.model, cache_dir=args.cache_dir,
+            pool_embeddings=args.pool_embeddings,
+        )  # fmt: skip
         summary = {
             "examples": len(result.examples),
             "pool": len(result.pool),
+            "index": result.index,
+            "index_recall": result.index_recall,
             "topped_up": result.n_topped_up,
             "margin_dropped": result.n_margin_dropped,
         }

@@ -490,3 +490,117 @@ def test_cli_margin_flags_end_to_end(tiny_model_dir, tiny_embedder, tmp_path, da
     with pytest.raises(SystemExit) as exit_info:  # argparse's own check of the choices
         cli.main([*argv, "--rescore", "dense", "--output", str(out)])
     assert exit_info.value.code == 2 and "invalid choice: 'dense'" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------- a pre-encoded pool (at scale)
+def _encode_in_halves(embedder, texts, outputs, meta):
+    """The pool encoded elsewhere, in two shards merged in order (as the encode_corpus flow does)."""
+    from m3core.retrieval.corpus import Embeddings, encode_texts
+
+    half = len(texts) // 2
+    parts = [
+        encode_texts(embedder, part, outputs=outputs, side="passage", batch_size=8)
+        for part in (texts[:half], texts[half:])
+    ]
+    return Embeddings.concat(parts, meta)
+
+
+def test_a_pre_encoded_pool_gives_the_same_negatives(tiny_embedder, data, tmp_path):
+    from m3core.negatives import mine_file, needed_outputs, read_corpus, write_pool
+
+    examples, corpus = data
+    train = write_jsonl(examples, tmp_path / "train.jsonl")
+    pool_file = tmp_path / "pool.jsonl"
+    assert write_pool(train, pool_file, corpus) == len(read_corpus(pool_file))
+    cfg = NegativesConfig(
+        mode="hybrid", rank_range=(2, 20), num_negatives=4, teacher_scores=True, weights="long"
+    )
+    emb = _encode_in_halves(
+        tiny_embedder, read_corpus(pool_file), needed_outputs(cfg), {"corpus": str(pool_file)}
+    )
+    emb.save(tmp_path / "merged")
+
+    want = mine_negatives(tiny_embedder, examples, corpus, cfg)
+    got = mine_negatives(tiny_embedder, examples, corpus, cfg, pool_embeddings=tmp_path / "merged")
+    assert got.pool == want.pool
+    assert [e.neg for e in got.examples] == [e.neg for e in want.examples]
+    assert [e.neg_ranks for e in got.examples] == [e.neg_ranks for e in want.examples]
+    for a, b in zip(got.examples, want.examples, strict=True):
+        np.testing.assert_allclose(a.pos_scores + a.neg_scores, b.pos_scores + b.neg_scores, atol=1e-5)
+    # The file front door too, with the pool's own passages (no corpus).
+    write_pool(train, tmp_path / "own.jsonl")
+    own = _encode_in_halves(tiny_embedder, read_corpus(tmp_path / "own.jsonl"), ("dense",), {})
+    dense = NegativesConfig(num_negatives=3)
+    a = mine_file(tiny_embedder, train, tmp_path / "a.jsonl", dense, pool_embeddings=own)
+    b = mine_file(tiny_embedder, train, tmp_path / "b.jsonl", dense)
+    assert a == {**b, "file": str(tmp_path / "a.jsonl")}
+    assert [e.neg for e in read_examples(tmp_path / "a.jsonl")] == [
+        e.neg for e in read_examples(tmp_path / "b.jsonl")
+    ]
+
+
+def test_pool_embeddings_that_are_not_the_pool_are_clear_errors(tiny_embedder, data, tmp_path):
+    from m3core.negatives import build_pool
+
+    examples, corpus = data
+    pool = build_pool(examples, corpus)
+    cfg = NegativesConfig(num_negatives=2)
+    emb = _encode_in_halves(tiny_embedder, pool, ("dense",), {})
+
+    def mine_with(embeddings, config=cfg):
+        return mine_negatives(tiny_embedder, examples, corpus, config, pool_embeddings=embeddings)
+
+    with pytest.raises(
+        ValueError, match=rf"pool embeddings: {len(pool) - 1} passages, but the pool has {len(pool)}"
+    ):
+        mine_with(emb.take(range(len(pool) - 1)))
+    last = len(pool) - 1
+    reordered = emb.take([last, *range(1, last), 0])  # first and last swapped: only their vectors tell
+    with pytest.raises(
+        ValueError, match=rf"passages \[0, {last}\] are not the pool's passages as this model"
+    ):
+        mine_with(reordered)
+    # With the corpus file it was encoded from (the encode_corpus flow records it), the texts are compared.
+    swapped = tmp_path / "swapped.txt"
+    swapped.write_text("\n".join([pool[1], pool[0], *pool[2:]]) + "\n")  # the texts differ at 0 already
+    reordered.meta = {"corpus": str(swapped)}
+    reordered.save(tmp_path / "swapped")
+    with pytest.raises(ValueError, match=rf"pool embeddings {tmp_path}/swapped: encoded from .*swapped.txt, which "
+                                         r"is not the pool \(passage 0 differs\)"):  # fmt: skip
+        mine_with(tmp_path / "swapped")
+    with pytest.raises(ValueError, match=r"lacks output\(s\) \['sparse'\] \(has \['dense'\]\)"):
+        mine_with(emb, NegativesConfig(mode="hybrid", weights="1,0.3,0"))
+    assert [e.neg for e in mine_with(emb).examples]  # the right embeddings pass the same checks
+
+
+def test_cli_pool_embeddings_and_index_flags(tiny_model_dir, tiny_embedder, tmp_path, data, capsys):
+    from m3core import cli
+    from m3core.negatives import read_corpus
+
+    examples, _ = data
+    inp = write_jsonl(examples[:8], tmp_path / "in.jsonl")
+    base = ["negatives", "--model", str(tiny_model_dir), "--input", str(inp)]
+    assert cli.main([*base, "--write-pool", str(tmp_path / "pool.jsonl")]) == 0  # the pool: its 8 positives
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["pool"] == 8
+    encoded = _encode_in_halves(tiny_embedder, read_corpus(tmp_path / "pool.jsonl"), ("dense",), {})
+    encoded.save(tmp_path / "pool-emb")
+    out = tmp_path / "out.jsonl"
+    argv = [*base, "--range", "2-20", "--num-negatives", "2", "--output", str(out)]
+    flags = ["--pool-embeddings", str(tmp_path / "pool-emb"), "--index", "flat", "--query-shard-size", "3"]
+    assert cli.main([*argv, *flags]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    want = mine_negatives(
+        tiny_embedder, examples[:8], None, NegativesConfig(rank_range=(2, 20), num_negatives=2)
+    )
+    assert summary["index"] == "flat" and summary["index_recall"] is None
+    assert [m.neg for m in read_examples(out)] == [e.neg for e in want.examples]
+
+    for flag, value, message in [
+        ("--nprobe", "0", "--nprobe 0: Input should be greater than or equal to 1"),
+        ("--query-shard-size", "0", "--query-shard-size 0: Input should be greater than or equal to 1"),
+        # IVF-PQ on a pool too small to train its codebooks: said before any search.
+        ("--index", "ivfpq", "ivfpq: 8 training vectors are fewer than the 256 centroids of pq_nbits 8"),
+        ("--pool-embeddings", str(tmp_path / "nowhere"), "not an embeddings directory (no meta.json)"),
+    ]:
+        assert cli.main([*argv, flag, value]) == 2
+        assert message in capsys.readouterr().err
