@@ -117,14 +117,16 @@ def base_model(params: TrainParams, warehouse: str, data_snapshot: str, out: str
 
 
 def train_config(
-    params: TrainParams, model: str, data: str, out: str, overrides: TrainOverrides | None = None
+    params: TrainParams, model: str, data: str | list[str], out: str, overrides: TrainOverrides | None = None
 ) -> TrainConfig:
     """The run's TrainConfig: the recipe for the backbone, the flow's overrides (`overrides`, default the
     `train` parameters' own; stage 1 passes its), and the flow's bookkeeping."""
     from m3core.train.recipes import build_train_config
 
     overrides = params.overrides if overrides is None else overrides
-    cfg = build_train_config(params.recipe_name, model, out, [data], overrides)
+    cfg = build_train_config(
+        params.recipe_name, model, out, [data] if isinstance(data, str) else data, overrides
+    )
     flow_defaults = {"show_progress": False, "logging_steps": 10, "report_to": ["mlflow"]}
     set_by_user = overrides.model_dump(exclude_none=True)
     return cfg.model_copy(update={k: v for k, v in flow_defaults.items() if k not in set_by_user})
@@ -212,8 +214,9 @@ def retrain(params: RetrainParams | None = None) -> dict:
         log.info(
             "long stage: training lines %s; eval sets %s", long_data["train_lines"], long_data["eval_sets"]
         )
+        long_files = [long_data["train_file"], *([negs["file"]] if params.long.replay_stage2 else [])]
         long_cfg = train_config(
-            params.train, final, long_data["train_file"], str(work / "model-long"), params.long.overrides
+            params.train, final, long_files, str(work / "model-long"), params.long.overrides
         )
         long_summary = timed(
             "train_long", train_flow, long_cfg.model_dump(mode="json"), params.train.torchrun_nproc

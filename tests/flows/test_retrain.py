@@ -160,7 +160,10 @@ def test_the_long_stage_extends_trains_on_long_documents_and_evaluates_them(firs
     long_cfg = yaml.safe_load((work / "model-long" / "train_config.yaml").read_text())
     assert long_cfg["model"] == str(work / "model") and long_cfg["passage_max_length"] == 8192
     assert M3Model.from_pretrained(work / "model-long").max_tokens >= 8192
-    lines = [json.loads(x) for x in Path(long_cfg["train_data"][0]).read_text().splitlines()]
+    # the long lines, then stage 2's own (LongParams.replay_stage2)
+    long_file, replayed = long_cfg["train_data"]
+    assert replayed == str(work / "data" / "train-negatives.jsonl")
+    lines = [json.loads(x) for x in Path(long_file).read_text().splitlines()]
     assert 0 < len(lines) <= 3 * 6 and all(len(x["pos"][0]) > len(x["query"]) for x in lines)
     assert json.loads((work / "registration.json").read_text())["checkpoint"] == str(work / "model-long")
     reports = {k: json.loads(Path(v).read_text()) for k, v in r["long_eval_reports"].items()}
