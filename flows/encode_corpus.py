@@ -15,7 +15,7 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import INPUTS, TASK_SOURCE
 
 from flows.retries import transient
-from flows.settings import configure_environment, fingerprint
+from flows.settings import configure_environment, dask_task_runner, fingerprint
 from m3core.modes import OUTPUTS, Output
 
 
@@ -93,8 +93,6 @@ def encode_corpus(
     dask_workers: int = 2,
 ) -> str:
     """Encode `corpus` in `shards` pieces on a Dask cluster; returns the merged embeddings directory."""
-    from prefect_dask import DaskTaskRunner
-
     from m3core.retrieval.corpus import Embeddings, read_corpus
 
     configure_environment()
@@ -102,14 +100,7 @@ def encode_corpus(
     n = len(read_corpus(corpus))
     shards = max(1, min(shards, n))
     bounds = [(i * n // shards, (i + 1) * n // shards) for i in range(shards)]
-    runner = (
-        DaskTaskRunner(address=dask_address)
-        if dask_address
-        else DaskTaskRunner(
-            cluster_kwargs={"n_workers": dask_workers, "threads_per_worker": 1, "processes": True}
-        )
-    )
-    paths = encode_shards.with_options(task_runner=runner)(
+    paths = encode_shards.with_options(task_runner=dask_task_runner(dask_address, dask_workers))(
         model, corpus, bounds, outputs, batch_size, max_length, out_dir
     )
     meta = {"model": model, "corpus": corpus, "shards": shards}

@@ -16,7 +16,7 @@ from prefect.cache_policies import NO_CACHE
 
 from flows.params import MineParams
 from flows.retries import transient
-from flows.settings import configure_environment, warehouse_path
+from flows.settings import configure_environment, dask_task_runner, warehouse_path
 from m3core.data.pipeline import MineConfig, RunSummary
 from m3core.data.shards import ShardInfo
 
@@ -86,16 +86,6 @@ def ingest_shards(params: MineParams, config: MineConfig, shards: list[ShardInfo
     return result
 
 
-def _dask_runner(params: MineParams):
-    from prefect_dask import DaskTaskRunner
-
-    if params.dask_address:
-        return DaskTaskRunner(address=params.dask_address)
-    return DaskTaskRunner(
-        cluster_kwargs={"n_workers": params.dask_workers, "threads_per_worker": 1, "processes": True}
-    )
-
-
 @flow(name="mine_pairs", log_prints=True)
 def mine_pairs(params: MineParams | None = None, warehouse: str | None = None) -> dict:
     """Ingest the configured sources; returns the run's totals by outcome and the warehouse counts."""
@@ -110,7 +100,9 @@ def mine_pairs(params: MineParams | None = None, warehouse: str | None = None) -
     if params.shards:
         config = mine_config(params.sources(), workers=params.workers, progress=False)
         shard_root = params.shard_root or str(m3_home() / "shards")
-        shards = mine_units.with_options(task_runner=_dask_runner(params))(params, config, shard_root)
+        shards = mine_units.with_options(
+            task_runner=dask_task_runner(params.dask_address, params.dask_workers)
+        )(params, config, shard_root)
         result = ingest_shards(params, config, shards, warehouse)
     else:
         result = ingest(params, warehouse)

@@ -136,3 +136,13 @@ __all__ = [
     "run_dir",
     "warehouse_path",
 ]
+
+
+def dask_task_runner(address: str | None, workers: int):
+    """The Dask task runner of the scale-out flows: the cluster at `address` (e.g. `tcp://scheduler:8786`), or a
+    local one of `workers` single-threaded worker processes."""
+    from prefect_dask import DaskTaskRunner
+
+    if address:
+        return DaskTaskRunner(address=address)
+    return DaskTaskRunner(cluster_kwargs={"n_workers": workers, "threads_per_worker": 1, "processes": True})
