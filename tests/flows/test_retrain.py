@@ -152,6 +152,7 @@ def test_the_long_stage_extends_trains_on_long_documents_and_evaluates_them(firs
     params.long.enabled = True
     params.long.documents = LongDocSpec(min_tokens=1024, queries_per_doc=1, max_corpus_per_language=12)
     params.long.max_train_per_language = 6
+    params.long.replay_stage2 = True  # the option's path; off, the long file is the only one
     params.long.overrides.max_steps = 2
     params.long.overrides.tokens_per_batch = 8192
     r = retrain(params)
@@ -160,7 +161,7 @@ def test_the_long_stage_extends_trains_on_long_documents_and_evaluates_them(firs
     long_cfg = yaml.safe_load((work / "model-long" / "train_config.yaml").read_text())
     assert long_cfg["model"] == str(work / "model") and long_cfg["passage_max_length"] == 8192
     assert M3Model.from_pretrained(work / "model-long").max_tokens >= 8192
-    # the long lines, then stage 2's own (LongParams.replay_stage2)
+    # the long lines, then stage 2's own
     long_file, replayed = long_cfg["train_data"]
     assert replayed == str(work / "data" / "train-negatives.jsonl")
     lines = [json.loads(x) for x in Path(long_file).read_text().splitlines()]
